@@ -1,0 +1,66 @@
+"""Turn an item's image reference into a size-capped data URL the provider can take.
+
+Paths (relative to ITEMS.jsonl's folder, or absolute), http(s) URLs and data URLs are accepted; each is
+opened with Pillow, so a missing or corrupt image fails here, for its own item, with a clear reason.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import urllib.request
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+DEFAULT_MAX_SIDE = 1024
+
+
+class ImageError(ValueError):
+    pass
+
+
+def _read_bytes(ref: str, base_dir: Path) -> bytes:
+    if ref.startswith("data:"):
+        header, _, payload = ref.partition(",")
+        if ";base64" not in header:
+            raise ImageError("data URL is not base64")
+        try:
+            return base64.b64decode(payload, validate=False)
+        except binascii.Error as exc:
+            raise ImageError(f"data URL does not decode: {exc}") from None
+    if ref.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(ref, timeout=30) as resp:  # noqa: S310 (user-given URL)
+                return resp.read()
+        except OSError as exc:
+            raise ImageError(f"cannot fetch {ref}: {exc}") from None
+    path = Path(ref)
+    if not path.is_absolute():
+        path = base_dir / path
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"image file not found: {path}") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
+
+
+def load_image_data_url(ref: str, base_dir: Path, max_side: int = DEFAULT_MAX_SIDE) -> str:
+    """Open, verify, downscale (longest side ≤ max_side) and re-encode as a PNG or JPEG data URL."""
+    data = _read_bytes(ref, base_dir)
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            probe.verify()  # catches truncated and corrupt files before we decode them
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"corrupt or unsupported image {ref[:80]!r}: {exc}") from None
+    if max(image.size) > max_side:
+        image.thumbnail((max_side, max_side))
+    has_alpha = image.mode in ("RGBA", "LA", "P")
+    image = image.convert("RGBA" if has_alpha else "RGB")
+    buf = io.BytesIO()
+    fmt = "PNG" if has_alpha or image.size[0] * image.size[1] <= 256 * 256 else "JPEG"
+    image.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(buf.getvalue()).decode()}"

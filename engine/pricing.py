@@ -1,0 +1,38 @@
+"""Token prices from LiteLLM's own price map, read as data so the direct path never imports LiteLLM."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+
+@lru_cache(maxsize=1)
+def _price_map() -> dict:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(next(iter(spec.submodule_search_locations))) / "model_prices_and_context_window_backup.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@lru_cache(maxsize=256)
+def prices(model: str) -> tuple[float, float]:
+    """(USD per prompt token, USD per completion token) for a LiteLLM model string; (0, 0) if unknown
+    (local servers, self-hosted models)."""
+    if os.environ.get("STAGEWISE_PRICE_PER_MTOK"):  # "in,out" USD per million tokens, for self-hosted
+        inp, out = (float(x) / 1e6 for x in os.environ["STAGEWISE_PRICE_PER_MTOK"].split(","))
+        return inp, out
+    table = _price_map()
+    name = model.split("/", 1)[1] if model.startswith(("openai/", "hosted_vllm/")) else model
+    entry = table.get(model) or table.get(name) or {}
+    return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
+
+
+def cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    inp, out = prices(model)
+    return prompt_tokens * inp + completion_tokens * out

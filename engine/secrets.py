@@ -1,0 +1,23 @@
+"""Keep API keys out of everything we write: errors from providers sometimes echo them back."""
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.I)
+
+
+@lru_cache(maxsize=1)
+def _secret_pattern() -> re.Pattern[str] | None:
+    values = sorted({v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6},
+                    key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, values))) if values else None
+
+
+def redact(text: str) -> str:
+    """Replace the value of every secret-looking environment variable (and bearer tokens) in `text`."""
+    pattern = _secret_pattern()
+    if pattern is not None:
+        text = pattern.sub("[redacted]", text)
+    return re.sub(r"(?i)(bearer\s+|sk-)[A-Za-z0-9_\-\.]{6,}", r"\1[redacted]", text)

@@ -1,0 +1,125 @@
+"""Structured traces: one JSON event a line in DIR/traces.jsonl, written through structlog.
+
+Every event carries the ids of the item it belongs to (item_id, trace_id) and of its place in the
+item's tree (span_id, parent_id), taken from a context variable, so code deep inside a graph never
+passes ids around and an item's whole tree can be rebuilt from the file.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import structlog
+
+from engine.secrets import redact
+
+_span_ids = itertools.count(1)
+
+
+def new_span_id() -> str:
+    return format(next(_span_ids), "x")
+
+
+@dataclass(slots=True)
+class Usage:
+    """Running totals for an item or a run. `cost_usd` is what was paid: cache hits cost nothing."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, other: "Usage") -> None:
+        self.calls += other.calls
+        self.cache_hits += other.cache_hits
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "cache_hits": self.cache_hits, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost_usd": round(self.cost_usd, 8)}
+
+
+@dataclass(slots=True)
+class Span:
+    """Where we are in an item's tree. `usage` is shared by every span of one item."""
+
+    item_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_id: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+
+
+current_span: ContextVar[Span] = ContextVar("stagewise_span", default=Span())
+
+
+@contextlib.contextmanager
+def item_span(item_id: str, **fields: Any) -> Iterator[Span]:
+    """Open the root span of one item: a fresh trace id and a fresh usage counter."""
+    span = Span(item_id=item_id, trace_id=os.urandom(8).hex(), span_id=new_span_id(), fields=fields)
+    token = current_span.set(span)
+    try:
+        yield span
+    finally:
+        current_span.reset(token)
+
+
+@contextlib.contextmanager
+def child_span(**fields: Any) -> Iterator[Span]:
+    """Open a child span (a stage, a selection round); its fields label every event inside it."""
+    parent = current_span.get()
+    span = Span(item_id=parent.item_id, trace_id=parent.trace_id, span_id=new_span_id(),
+                parent_id=parent.span_id, fields={**parent.fields, **fields}, usage=parent.usage)
+    token = current_span.set(span)
+    try:
+        yield span
+    finally:
+        current_span.reset(token)
+
+
+def _redact_error(_, __, event: dict[str, Any]) -> dict[str, Any]:
+    if event.get("error"):
+        event["error"] = redact(str(event["error"]))
+    return event
+
+
+def _dumps(obj: Any, **_: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+class Tracer:
+    """Appends events to a JSONL file. Buffered; `flush()` is called whenever an item ends."""
+
+    def __init__(self, path: str | os.PathLike[str] | None):
+        self._file = open(path, "a", encoding="utf-8", buffering=1 << 16) if path else None
+        self._log = structlog.wrap_logger(
+            structlog.WriteLogger(self._file) if self._file else structlog.ReturnLogger(),
+            processors=[_redact_error, structlog.processors.JSONRenderer(serializer=_dumps)],
+        )
+
+    def event(self, name: str, **fields: Any) -> None:
+        """Write one event labelled with the current span (explicit fields win)."""
+        if self._file is None:
+            return
+        span = current_span.get()
+        self._log.msg(name, ts=round(time.time(), 4), item_id=span.item_id, trace_id=span.trace_id,
+                      **{**span.fields, "span_id": span.span_id, "parent_id": span.parent_id, **fields})
+
+    def flush(self) -> None:
+        if self._file:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,42 @@
+"""What every graph is given (settings and the clients for each role) and what it returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from engine.client import Client
+from engine.items import Item
+from stages.agent import Sampling
+from stages.tags import STAGES, answer_from_conclusion, format_stages
+
+Graph = Callable[[Item, "str | None"], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str = "staged"          # "full": one 4-tag call; "staged": one call per stage
+    n: int = 4                    # candidates per step
+    selection: str = "bracket"    # "knockout" (the reference's) or "bracket"
+    faithful: bool = False        # reproduce the reference's verdict rule exactly
+    sampling: Sampling = Sampling()
+
+
+@dataclass(frozen=True)
+class Roles:
+    """A client per role, so the judge can be a cheaper model than the generator."""
+
+    generator: Client
+    judge: Client
+
+
+def result_fields(item: Item, stages: dict[str, str | None], repairs: list[str]) -> dict[str, Any]:
+    """The part of a results row a graph owns: stages, full response, answer, correctness."""
+    response = format_stages(stages, sep="")
+    answer = answer_from_conclusion(response) if stages.get("conclusion") is not None else None
+    correct = None
+    if item.answer is not None:
+        from judges.scorers import score
+
+        correct = bool(answer is not None and score(answer, item.answer, item.choices))
+    return {"stages": {s: stages.get(s) for s in STAGES}, "response": response, "answer": answer,
+            "correct": correct, "repairs": repairs}

@@ -1,0 +1,3 @@
+from stagewise.cli import main
+
+raise SystemExit(main())

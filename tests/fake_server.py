@@ -1,0 +1,160 @@
+"""A scripted OpenAI-compatible server for tests and benches: fixed latency, faults on demand.
+
+Run: python tests/fake_server.py --port 0 --latency-ms 50   (prints "PORT <n>" when listening)
+
+Faults are asked for by directives in the request's text, so one run can mix them across items:
+  [[429x2]]   answer 429 (Retry-After) to the first 2 attempts of this exact request
+  [[500x1]] [[503x1]]  server errors for the first attempts
+  [[hang]]    first attempt hangs for --hang-s seconds (past the client's timeout)
+  [[drop]]    first attempt: the connection is closed with no reply
+  [[badjson]] first attempt: malformed JSON;   [[badjson-always]]: every attempt
+  [[always500]]  never succeeds
+  [[notags]]  the reply misses its closing tags
+  [[slow:STAGE]] first request whose stop is </STAGE> waits until released (GET /release)
+  [[answer:X]]   the conclusion answers X (default "A")
+"Exact request" = same body, so a retry counts as the next attempt. GET /stats reports counters.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import re
+import sys
+from collections import Counter
+
+from aiohttp import web
+
+DIRECTIVE = re.compile(r"\[\[([a-z0-9_\-]+)(?:x(\d+)|:([^\]]+))?\]\]")
+STAGES = ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION")
+
+
+def _text_of(messages: list[dict]) -> str:
+    parts = []
+    for m in messages:
+        c = m.get("content")
+        if isinstance(c, str):
+            parts.append(c)
+        elif isinstance(c, list):
+            parts.extend(p.get("text", "") for p in c if p.get("type") == "text")
+    return "\n".join(parts)
+
+
+def four_stage_answer(answer: str, sample: int, tags: bool = True) -> str:
+    bodies = {"SUMMARY": f"I will read the chart and answer (sample {sample}).",
+              "CAPTION": f"A chart with several bars (sample {sample}).",
+              "REASONING": f"The tallest bar is the answer. Its value is 3.5 (sample {sample}).",
+              "CONCLUSION": f"The answer is {answer}."}
+    if not tags:
+        return "".join(f"<{s}>{b} " for s, b in bodies.items())
+    return "".join(f"<{s}>{b}</{s}>" for s, b in bodies.items())
+
+
+class FakeServer:
+    def __init__(self, latency_s: float, hang_s: float):
+        self.latency_s = latency_s
+        self.hang_s = hang_s
+        self.attempts: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+        self.release = asyncio.Event()
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.stats["requests"] += 1
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
+        text = _text_of(body.get("messages", []))
+        directives = {m.group(1): (m.group(2), m.group(3)) for m in DIRECTIVE.finditer(text)}
+        attempt = 1
+        if directives:
+            key = hashlib.sha256(raw).hexdigest()
+            self.attempts[key] += 1
+            attempt = self.attempts[key]
+        stop = body.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else stop
+
+        for name in ("429", "500", "503"):
+            if name in directives and attempt <= int(directives[name][0] or 1):
+                self.stats[f"fault_{name}"] += 1
+                headers = {"Retry-After": "0.05"} if name == "429" else {}
+                return web.json_response({"error": {"message": f"scripted {name}"}}, status=int(name),
+                                         headers=headers)
+        if "always500" in directives:
+            self.stats["fault_always500"] += 1
+            return web.json_response({"error": {"message": "scripted permanent failure"}}, status=500)
+        if "hang" in directives and attempt == 1:
+            self.stats["fault_hang"] += 1
+            await asyncio.sleep(self.hang_s)
+        if "drop" in directives and attempt == 1:
+            self.stats["fault_drop"] += 1
+            request.transport.close()  # the client sees a dropped connection
+            return web.Response(status=500)
+        if ("badjson" in directives and attempt == 1) or "badjson-always" in directives:
+            self.stats["fault_badjson"] += 1
+            return web.Response(text='{"choices": [{"message": ', content_type="application/json")
+        if "slow" in directives and attempt == 1 and f"</{directives['slow'][1].upper()}>" in stop:
+            self.stats["slow_waiting"] += 1
+            await self.release.wait()
+
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        answer = directives.get("answer", (None, None))[1] or "A"
+        seed = body.get("seed") or 0
+        n = int(body.get("n") or 1)
+        choices = []
+        completion_tokens = 0
+        for i in range(n):
+            content = four_stage_answer(answer, seed + i, tags="notags" not in directives)
+            for s in stop:
+                if s in content:
+                    content = content[: content.index(s)]
+            completion_tokens += len(content) // 4 + 1
+            choices.append({"index": i, "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop"})
+        self.stats["ok"] += 1
+        return web.json_response({
+            "id": "chatcmpl-fake", "object": "chat.completion", "model": body.get("model"),
+            "choices": choices,
+            "usage": {"prompt_tokens": len(text) // 4 + 1, "completion_tokens": completion_tokens,
+                      "total_tokens": len(text) // 4 + 1 + completion_tokens}})
+
+    async def get_stats(self, _: web.Request) -> web.Response:
+        return web.json_response(dict(self.stats))
+
+    async def do_release(self, _: web.Request) -> web.Response:
+        self.release.set()
+        return web.json_response({"released": True})
+
+
+def make_app(latency_s: float = 0.0, hang_s: float = 30.0) -> web.Application:
+    server = FakeServer(latency_s, hang_s)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", server.chat)
+    app.router.add_get("/stats", server.get_stats)
+    app.router.add_get("/release", server.do_release)
+    app.router.add_get("/health", lambda _: web.Response(text="ok"))
+    return app
+
+
+async def _serve(port: int, latency_s: float, hang_s: float) -> None:
+    runner = web.AppRunner(make_app(latency_s, hang_s), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
+    await site.start()
+    print(f"PORT {site._server.sockets[0].getsockname()[1]}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--hang-s", type=float, default=30.0)
+    a = ap.parse_args()
+    try:
+        asyncio.run(_serve(a.port, a.latency_ms / 1000, a.hang_s))
+    except KeyboardInterrupt:
+        sys.exit(0)
