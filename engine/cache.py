@@ -4,12 +4,18 @@ Key = sha256 of the canonical request (model, messages, sampling parameters othe
 sample index, so best-of-N keeps N distinct replayable samples and asking for more samples later
 reuses the ones already paid for. Nothing secret is ever part of the request we hash: keys and bases
 live in the backend, not in the request.
+
+Writes go through one background thread that commits whatever has queued up in one transaction, so a
+busy run pays one commit per batch instead of one per call; until it is written an entry is served
+from memory. WAL mode: a crash loses at most the entries still queued (milliseconds), never the file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import sqlite3
+import threading
 from pathlib import Path
 
 from engine.types import Completion, Request
@@ -30,25 +36,33 @@ def request_key(model: str, request: Request) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class Cache:
-    """One SQLite file; WAL so a crash loses at most the last transaction, never the file."""
+def _connect(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    return db
 
+
+class Cache:
     def __init__(self, path: str | Path):
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._path = str(path)
+        self._db = _connect(self._path)
+        # A fresh cache cannot hold anything we did not put this run: skip the lookups entirely.
+        self._empty_at_start = self._db.execute("SELECT 1 FROM completions LIMIT 1").fetchone() is None
+        self._pending: dict[str, str] = {}  # written this run, maybe not yet on disk
+        self._queue: queue.SimpleQueue[list[tuple[str, str]] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="stagewise-cache", daemon=True)
+        self._writer.start()
 
     def get(self, key: str, n: int) -> list[Completion | None]:
         """Samples 0..n-1 of a request; None where a sample is not cached."""
         keys = [f"{key}:{i}" for i in range(n)]
-        marks = ",".join("?" * n)
-        found = dict(self._db.execute(f"SELECT key, value FROM completions WHERE key IN ({marks})", keys))
-        out: list[Completion | None] = []
-        for k in keys:
-            value = found.get(k)
-            out.append(None if value is None else Completion(**json.loads(value), cached=True))
-        return out
+        found = {k: self._pending[k] for k in keys if k in self._pending}
+        if len(found) < n and not self._empty_at_start:
+            marks = ",".join("?" * n)
+            found.update(self._db.execute(f"SELECT key, value FROM completions WHERE key IN ({marks})", keys))
+        return [None if (v := found.get(k)) is None else Completion(**json.loads(v), cached=True) for k in keys]
 
     def put(self, key: str, samples: dict[int, Completion]) -> None:
         rows = [(f"{key}:{i}", json.dumps({"text": c.text, "finish_reason": c.finish_reason,
@@ -56,9 +70,26 @@ class Cache:
                                             "completion_tokens": c.completion_tokens,
                                             "cost_usd": c.cost_usd}))
                 for i, c in samples.items()]
-        self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?, ?)", rows)
-        self._db.execute("COMMIT")
+        self._pending.update(rows)
+        self._queue.put(rows)
+
+    def _write_loop(self) -> None:
+        db = _connect(self._path)
+        while True:
+            batch = [self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            rows = [row for rows in batch if rows is not None for row in rows]
+            if rows:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR REPLACE INTO completions VALUES (?, ?)", rows)
+                db.execute("COMMIT")
+            if None in batch:
+                db.close()
+                return
 
     def close(self) -> None:
+        """Write everything still queued, then close."""
+        self._queue.put(None)
+        self._writer.join()
         self._db.close()

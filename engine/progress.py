@@ -14,6 +14,7 @@ class RunProgress:
         self.finished = 0
         self.errors = 0
         self._started = time.perf_counter()
+        self._shown = 0.0
         self._progress = Progress(
             TextColumn("[bold]items"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[stats]}"), disable=not enabled, refresh_per_second=4)
@@ -22,6 +23,11 @@ class RunProgress:
     def advance(self, ok: bool) -> None:
         self.finished += 1
         self.errors += not ok
+        now = time.perf_counter()
+        if now - self._shown < 0.25:  # redrawing the stats per item would cost more than the item
+            self._progress.advance(self._task)
+            return
+        self._shown = now
         rate = self.finished / max(1e-9, time.perf_counter() - self._started)
         u = self.usage
         self._progress.update(self._task, advance=1, stats=(

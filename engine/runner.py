@@ -107,7 +107,7 @@ async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tr
             row["latency_s"] = round(time.perf_counter() - t0, 4)
             tracer.event("item.end", status=row["status"], error=row["error"],
                          latency_s=row["latency_s"], **{f"usage_{k}": v for k, v in row["usage"].items()})
-        tracer.flush()
+        tracer.flush(every_s=0.5)  # traces are logs: flushed twice a second, rows at once
         results.append(row)
         run_usage.add(span.usage)
         progress.advance(ok=row["status"] == "ok")

@@ -93,6 +93,18 @@ def _redact_error(_, __, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+class _LineWriter:
+    """structlog's WriteLogger flushes every line (a syscall per event); we flush on our schedule."""
+
+    def __init__(self, file: Any):
+        self._write = file.write
+
+    def msg(self, message: str) -> None:
+        self._write(message + "\n")
+
+    info = msg
+
+
 def _dumps(obj: Any, **_: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, default=str)
 
@@ -103,9 +115,10 @@ class Tracer:
     def __init__(self, path: str | os.PathLike[str] | None):
         self._file = open(path, "a", encoding="utf-8", buffering=1 << 16) if path else None
         self._log = structlog.wrap_logger(
-            structlog.WriteLogger(self._file) if self._file else structlog.ReturnLogger(),
+            _LineWriter(self._file) if self._file else structlog.ReturnLogger(),
             processors=[_redact_error, structlog.processors.JSONRenderer(serializer=_dumps)],
-        )
+        ).bind()  # bind once: the lazy proxy would rebuild the logger on every event
+        self._flushed = time.monotonic()
 
     def event(self, name: str, **fields: Any) -> None:
         """Write one event labelled with the current span (explicit fields win)."""
@@ -115,9 +128,11 @@ class Tracer:
         self._log.msg(name, ts=round(time.time(), 4), item_id=span.item_id, trace_id=span.trace_id,
                       **{**span.fields, "span_id": span.span_id, "parent_id": span.parent_id, **fields})
 
-    def flush(self) -> None:
-        if self._file:
+    def flush(self, every_s: float = 0.0) -> None:
+        """Flush now, or (with `every_s`) only if the last flush is older than that."""
+        if self._file and (not every_s or time.monotonic() - self._flushed >= every_s):
             self._file.flush()
+            self._flushed = time.monotonic()
 
     def close(self) -> None:
         if self._file:

@@ -7,7 +7,7 @@ from typing import Any, Awaitable, Callable
 from engine.client import Client
 from engine.items import Item
 from stages.agent import Sampling
-from stages.tags import STAGES, answer_from_conclusion, format_stages
+from stages.tags import STAGES, format_stages
 
 Graph = Callable[[Item, "str | None"], Awaitable[dict[str, Any]]]
 
@@ -32,7 +32,7 @@ class Roles:
 def result_fields(item: Item, stages: dict[str, str | None], repairs: list[str]) -> dict[str, Any]:
     """The part of a results row a graph owns: stages, full response, answer, correctness."""
     response = format_stages(stages, sep="")
-    answer = answer_from_conclusion(response) if stages.get("conclusion") is not None else None
+    answer = stages.get("conclusion")
     correct = None
     if item.answer is not None:
         from judges.scorers import score

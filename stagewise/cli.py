@@ -5,12 +5,12 @@ Heavy parts load lazily: `generate` never imports torch, and LiteLLM only when a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
 
 from engine.errors import UsageError
+from engine.loop import run
 
 GRAPH_NAMES = ("chain", "best_of_n", "sentence_beam", "stage_beam")
 
@@ -88,7 +88,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.graph not in GRAPH_NAMES:
         raise UsageError(f"unknown graph {args.graph!r}: choose one of {', '.join(GRAPH_NAMES)}")
     _check_common(args)
-    summary = asyncio.run(run_generate(args))
+    summary = run(run_generate(args))
     print(f"{summary['items']} items: {summary['ok']} ok, {summary['error']} error · "
           f"{summary['calls']} calls · {summary['tokens']} tokens · ${summary['cost_usd']:.4f} · "
           f"results in {args.out / 'results.jsonl'}")

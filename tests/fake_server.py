@@ -12,6 +12,7 @@ Faults are asked for by directives in the request's text, so one run can mix the
   [[notags]]  the reply misses its closing tags
   [[slow:STAGE]] first request whose stop is </STAGE> waits until released (GET /release)
   [[answer:X]]   the conclusion answers X (default "A")
+  [[echo-auth]]  answer 401 quoting the Authorization header (a provider that echoes the key)
 "Exact request" = same body, so a retry counts as the next attempt. GET /stats reports counters.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections import Counter
 
 from aiohttp import web
 
-DIRECTIVE = re.compile(r"\[\[([a-z0-9_\-]+)(?:x(\d+)|:([^\]]+))?\]\]")
+DIRECTIVE = re.compile(r"\[\[([a-z0-9_\-]+?)(?:x(\d+)|:([^\]]+))?\]\]")
 STAGES = ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION")
 
 
@@ -58,8 +59,17 @@ class FakeServer:
         self.attempts: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self.release = asyncio.Event()
+        self.in_flight = 0
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
+        try:
+            return await self._chat(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         self.stats["requests"] += 1
         try:
@@ -82,6 +92,10 @@ class FakeServer:
                 headers = {"Retry-After": "0.05"} if name == "429" else {}
                 return web.json_response({"error": {"message": f"scripted {name}"}}, status=int(name),
                                          headers=headers)
+        if "echo-auth" in directives:
+            auth = request.headers.get("Authorization", "")
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {auth}"}},
+                                     status=401)
         if "always500" in directives:
             self.stats["fault_always500"] += 1
             return web.json_response({"error": {"message": "scripted permanent failure"}}, status=500)

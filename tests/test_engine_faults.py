@@ -1,0 +1,61 @@
+"""Under a scripted faulty server every item ends exactly once: ok, or error with a reason."""
+from __future__ import annotations
+
+from collections import Counter
+
+from conftest import read_jsonl, stagewise, write_items
+
+FAULTS = {
+    "rate": "[[429x2]]", "s500": "[[500x1]]", "s503": "[[503x2]]", "hang": "[[hang]]",
+    "drop": "[[drop]]", "badjson": "[[badjson]]", "notags": "[[notags]]",
+    "dead": "[[always500]]", "garbled": "[[badjson-always]]",
+}
+
+
+def test_every_item_ends_exactly_once_under_faults(tmp_path, fake_server_factory):
+    server = fake_server_factory(hang_s=5)
+    rows = [{"id": name, "question": f"Which bar is tallest? {d}"} for name, d in FAULTS.items()]
+    rows += [{"id": f"plain{i}", "question": f"Plain question {i}?"} for i in range(6)]
+    items = write_items(tmp_path / "items.jsonl", rows)
+    out = tmp_path / "run"
+    proc = stagewise("generate", items, "--out", out, "--model", "hosted_vllm/fake",
+                     "--api-base", server.api_base, "--timeout", "1", "--max-retries", "3",
+                     "--backoff", "0.01", "--no-progress", "--concurrency", "8", check=True)
+
+    results = read_jsonl(out / "results.jsonl")
+    ids = Counter(r["id"] for r in results)
+    assert ids == Counter({r["id"]: 1 for r in rows}), "each id exactly once"
+    by_id = {r["id"]: r for r in results}
+    for name in ("rate", "s500", "s503", "hang", "drop", "badjson", "notags", *(f"plain{i}" for i in range(6))):
+        assert by_id[name]["status"] == "ok", by_id[name]["error"]
+        assert by_id[name]["stages"]["conclusion"] == "The answer is A."
+    assert by_id["dead"]["status"] == "error" and "server" in by_id["dead"]["error"]
+    assert by_id["garbled"]["status"] == "error" and "bad_output" in by_id["garbled"]["error"]
+    assert any("no closing tag" in r for r in by_id["notags"]["repairs"])
+
+    traces = read_jsonl(out / "traces.jsonl")
+    calls = [t for t in traces if t["event"] == "llm.call"]
+    retried = {t["item_id"] for t in calls if t["status"] == "retry"}
+    assert retried >= {"rate", "s500", "s503", "hang", "drop", "badjson", "dead", "garbled"}
+    assert not retried & {f"plain{i}" for i in range(6)}
+    kinds = {t["item_id"]: t["error"].split(":")[0] for t in calls if t["status"] == "retry"}
+    assert kinds["rate"] == "rate_limit" and kinds["hang"] == "timeout" and kinds["drop"] == "server"
+    # a dead item is tried exactly max_retries + 1 times, then recorded as an error
+    dead = [t for t in calls if t["item_id"] == "dead"]
+    assert [t["attempt"] for t in dead] == [1, 2, 3, 4] and dead[-1]["status"] == "error"
+    # every successful generation is traced once: 4 stages per ok item
+    ok_calls = Counter(t["item_id"] for t in calls if t["status"] == "ok")
+    assert all(ok_calls[r["id"]] == 4 for r in results if r["status"] == "ok")
+    summary = (out / "summary.json").read_text()
+    assert '"ok": 13' in summary and '"error": 2' in summary
+    assert "2 error" in proc.stdout
+
+
+def test_concurrency_cap_holds_at_the_server(tmp_path, fake_server_factory):
+    server = fake_server_factory(latency_ms=20)
+    items = write_items(tmp_path / "items.jsonl", [{"id": str(i), "question": f"q{i}"} for i in range(40)])
+    stagewise("generate", items, "--out", tmp_path / "run", "--model", "hosted_vllm/fake", "--api-base",
+              server.api_base, "--concurrency", "3", "--mode", "full", "--no-progress", check=True)
+    stats = server.get("/stats")
+    assert stats["requests"] == 40
+    assert stats["max_in_flight"] <= 3
