@@ -35,6 +35,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("full", "staged"), default="staged",
                    help="full: the 4-tag prompt in one call; staged: one call per stage")
     p.add_argument("--n", type=int, default=4, help="candidates per step for search graphs")
+    p.add_argument("--selection", choices=("bracket", "knockout"), default="bracket",
+                   help="bracket: N-1 verdicts in log2 N parallel rounds; knockout: the reference's sequential one")
+    p.add_argument("--faithful", action="store_true",
+                   help="reproduce the reference's verdict rule, pre-check and crashes exactly")
     p.add_argument("--concurrency", type=int, default=64, help="max model calls in flight")
     p.add_argument("--items-in-flight", type=int, default=None, help="items solved at once (default: --concurrency)")
     p.add_argument("--rpm", type=int, default=None, help="requests per minute cap")

@@ -42,14 +42,47 @@ def _text_of(messages: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def four_stage_answer(answer: str, sample: int, tags: bool = True) -> str:
-    bodies = {"SUMMARY": f"I will read the chart and answer (sample {sample}).",
-              "CAPTION": f"A chart with several bars (sample {sample}).",
-              "REASONING": f"The tallest bar is the answer. Its value is 3.5 (sample {sample}).",
-              "CONCLUSION": f"The answer is {answer}."}
+def quality(seed: int, sample: int, n: int, stage: str = "") -> int:
+    """Candidates of one request get distinct qualities 0..n-1; which index is best varies by stage."""
+    return (sample + seed + len(stage)) % max(1, n)
+
+
+def stage_bodies(answer: str, q: int) -> dict[str, str]:
+    """One sentence per stage, q (the candidate's quality) inside it, decimals to tempt splitters."""
+    return {"SUMMARY": f"I will compare the bars, plan q={q}.",
+            "CAPTION": f"A bar chart whose tallest bar is 3.5 units, caption q={q}.",
+            "REASONING": f"Since 3.5 is the largest value the answer follows, reasoning q={q}.",
+            "CONCLUSION": f"(q={q}) The answer is {answer}."}
+
+
+def four_stage_answer(answer: str, q: int, tags: bool = True) -> str:
+    bodies = stage_bodies(answer, q)
     if not tags:
         return "".join(f"<{s}>{b} " for s, b in bodies.items())
     return "".join(f"<{s}>{b}</{s}>" for s, b in bodies.items())
+
+
+def continuation(prefix: str, answer: str, q: int) -> str:
+    """What comes after `prefix`: close its open stage, then every stage it does not have yet."""
+    opened = [s for s in STAGES if f"<{s}>" in prefix]
+    closed = [s for s in STAGES if f"</{s}>" in prefix]
+    out = "".join(f"</{s}>" for s in opened if s not in closed)
+    bodies = stage_bodies(answer, q)
+    return out + "".join(f"<{s}>{bodies[s]}</{s}>" for s in STAGES if s not in opened)
+
+
+def judge_reply(text: str, directives: dict) -> str:
+    """Prefer the response with the higher q; the check always passes."""
+    if "judge-garbage" in directives:
+        return "Both responses have merits."
+    if "Reasoning Process:" in text:
+        return "correct"
+    r1 = re.search(r"Repsonse 1:(.*?)Repsonse 2:", text, re.S)
+    r2 = re.search(r"Repsonse 2:(.*)", text, re.S)
+    q1 = re.search(r"q=(\d+)", r1.group(1)) if r1 else None
+    q2 = re.search(r"q=(\d+)", r2.group(1)) if r2 else None
+    better = 2 if q2 and (not q1 or int(q2.group(1)) > int(q1.group(1))) else 1
+    return f"Since response {better} is better, I choose response {better}."
 
 
 class FakeServer:
@@ -118,10 +151,28 @@ class FakeServer:
         answer = directives.get("answer", (None, None))[1] or "A"
         seed = body.get("seed") or 0
         n = int(body.get("n") or 1)
+        messages = body.get("messages", [])
+        last_user = _text_of([m for m in messages if m.get("role") == "user"][-1:])
+        prefix = messages[-1].get("content") if body.get("continue_final_message") else None
+        restated = re.search(r"continue it exactly where it stops; do not repeat it\):\n(.*)$", last_user, re.S)
+        if restated:
+            prefix = restated.group(1)
+        only = re.search(r"Now write only the (\w+) stage", last_user)
+        stage = next((s for s in STAGES if f"</{s}>" in stop), "")
         choices = []
         completion_tokens = 0
         for i in range(n):
-            content = four_stage_answer(answer, seed + i, tags="notags" not in directives)
+            q = quality(seed, i, n, stage)
+            if last_user.startswith("Now you act as a judge"):
+                content = judge_reply(last_user, directives)
+            elif prefix:
+                content = continuation(prefix, answer, q)
+            elif only:
+                tag = only.group(1)
+                close = "" if "notags" in directives else f"</{tag}>"
+                content = f"<{tag}>{stage_bodies(answer, q)[tag]}{close}"
+            else:
+                content = four_stage_answer(answer, q, tags="notags" not in directives)
             for s in stop:
                 if s in content:
                     content = content[: content.index(s)]

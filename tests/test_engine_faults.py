@@ -28,10 +28,10 @@ def test_every_item_ends_exactly_once_under_faults(tmp_path, fake_server_factory
     by_id = {r["id"]: r for r in results}
     for name in ("rate", "s500", "s503", "hang", "drop", "badjson", "notags", *(f"plain{i}" for i in range(6))):
         assert by_id[name]["status"] == "ok", by_id[name]["error"]
-        assert by_id[name]["stages"]["conclusion"] == "The answer is A."
+        assert by_id[name]["stages"]["conclusion"].endswith("The answer is A.")
     assert by_id["dead"]["status"] == "error" and "server" in by_id["dead"]["error"]
     assert by_id["garbled"]["status"] == "error" and "bad_output" in by_id["garbled"]["error"]
-    assert any("no closing tag" in r for r in by_id["notags"]["repairs"])
+    assert by_id["notags"]["stages"]["summary"] == "I will compare the bars, plan q=0."
 
     traces = read_jsonl(out / "traces.jsonl")
     calls = [t for t in traces if t["event"] == "llm.call"]

@@ -1,0 +1,200 @@
+"""The two operations every graph is made of, bound to one item.
+
+- `generate(prefix, step, n)` → n candidates, each the full text so far (prefix + the new step), the
+  way the reference keeps them. `step` is a stage name, "full" (the whole answer) or "sentence".
+- `select(candidates, kind)` → the index of the winner, every verdict traced.
+
+A stage continues the exact chosen prefix where the generator can continue an assistant message
+(`--mode full` on vLLM and other continuing backends); otherwise the chosen stages are restated in that
+stage's own prompt (`--mode staged`, or any backend that cannot continue).
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from engine.errors import BadOutput
+from engine.items import Item
+from engine.messages import assistant_message, user_message
+from engine.trace import child_span
+from engine.types import Request
+from judges.pairwise import (JudgeInputs, NotJudgeable, check_messages, judge_inputs, judge_messages, judgeable,
+                             precheck_then_judge)
+from judges.selection import bracket, knockout
+from judges.verdict import check_failed, check_failed_faithful, decide
+from search.base import Roles, Settings
+from stages.agent import StageAgent, question_text
+from stages.prompts import load_prompt
+from stages.sentences import first_sentence_end
+from stages.tags import STAGES, format_stage, parse_stages
+
+SENTENCE_MAX_TOKENS = 128  # a sentence step samples this much and keeps the first sentence
+
+
+def _closing(stage: str) -> str:
+    return f"</{stage.upper()}>"
+
+
+class Ops:
+    """generate and select for one item; graphs are short loops over these two."""
+
+    def __init__(self, item: Item, image_url: str | None, settings: Settings, roles: Roles):
+        self.item = item
+        self.image_url = image_url
+        self.settings = settings
+        self.roles = roles
+        self.question = question_text(item.question, item.choices)
+        self.rng = random.Random(f"{settings.sampling.seed}:{item.id}")  # per item: order-independent
+        self.continues = settings.mode == "full" and roles.generator.capabilities.continue_assistant
+        self.full_prompt = load_prompt("full").render(question=self.question)
+        self.repairs: dict[str, list[str]] = {}  # candidate text → what was repaired along its path
+
+    # --- generate -------------------------------------------------------------------------------
+
+    def _request(self, messages: list[dict[str, Any]], n: int, stop: tuple[str, ...], step: str,
+                 continue_final: bool = False, max_tokens: int | None = None, **tags: Any) -> Request:
+        s = self.settings.sampling
+        return Request(messages=messages, n=n, temperature=s.temperature, top_p=s.top_p,
+                       max_tokens=min(max_tokens or s.max_tokens, s.max_tokens), seed=s.seed, stop=stop,
+                       continue_final=continue_final, tags={"stage": step, "role": "generate", **tags})
+
+    def _continuation(self, prefix: str, n: int, stop: tuple[str, ...], step: str,
+                      max_tokens: int | None = None) -> Request:
+        """Ask for what comes after `prefix`: continue it, or restate it in the prompt."""
+        if self.continues:
+            messages = [user_message(self.full_prompt, self.image_url)]
+            if prefix:
+                messages.append(assistant_message(prefix))
+            return self._request(messages, n, stop, step, continue_final=bool(prefix), max_tokens=max_tokens,
+                                 continued=True)
+        text = load_prompt("continue").render(prompt=self.full_prompt, previous=prefix) if prefix else self.full_prompt
+        return self._request([user_message(text, self.image_url)], n, stop, step, max_tokens=max_tokens,
+                             continued=False)
+
+    async def generate(self, prefix: str, step: str, n: int) -> list[str]:
+        with child_span(stage=step):
+            if step == "full":
+                outs = await self.roles.generator.complete(self._request(
+                    [user_message(self.full_prompt, self.image_url)], n, (), "full"))
+                return [o.text for o in outs]
+            if step == "sentence":
+                return await self._sentences(prefix, n)
+            if self.continues:
+                outs = await self.roles.generator.complete(self._continuation(prefix, n, (_closing(step),), step))
+                return [prefix + self._close(o.text, step) for o in outs]
+            agent = StageAgent.load(step)
+            previous = {k: v for k, v in parse_stages(prefix).stages.items() if v is not None}
+            request = agent.request(self.question, self.image_url, previous, n=n, sampling=self.settings.sampling)
+            outs = await self.roles.generator.complete(request)
+            candidates = []
+            for o in outs:
+                parsed = agent.parse(o.text)
+                candidates.append(prefix + format_stage(step, parsed.body))
+                self.repairs[candidates[-1]] = self.repairs.get(prefix, []) + parsed.repairs
+            return candidates
+
+    @staticmethod
+    def _close(text: str, stage: str) -> str:
+        """Stop strings are not returned by most providers: put the closing tag back."""
+        return text if _closing(stage) in text.upper() else text + _closing(stage)
+
+    async def _sentences(self, prefix: str, n: int) -> list[str]:
+        """One next sentence per candidate: sample a little, keep up to the first sentence end
+        (never inside a decimal); a reply that ends without one closes the CONCLUSION."""
+        outs = await self.roles.generator.complete(
+            self._continuation(prefix, n, ("</CONCLUSION>",), "sentence", max_tokens=SENTENCE_MAX_TOKENS))
+        candidates = []
+        for o in outs:
+            text = o.text
+            end = first_sentence_end(text)
+            if end is not None and end < len(text.rstrip()):
+                text = text[:end]
+            elif o.finish_reason == "stop" and "<CONCLUSION>" in (prefix + text).upper():
+                text = self._close(prefix + text, "conclusion")[len(prefix):]
+            candidates.append(prefix + text)
+        if all(c == prefix for c in candidates):
+            raise BadOutput("sentence step made no progress: every candidate was empty")
+        return candidates
+
+    # --- select ---------------------------------------------------------------------------------
+
+    async def select(self, candidates: list[str], kind: str, prefix: str | None = None) -> int:
+        """`prefix`, when given, is what every candidate starts with: the sentence judge then sees just
+        each new sentence, with the prefix as its hint (the reference re-splits the whole text on
+        "." and can end up judging the shared previous sentence)."""
+        if len(candidates) == 1:
+            return 0
+        faithful = self.settings.faithful
+        with child_span(stage=kind, selection=self.settings.selection):
+            async def compare(a: int, b: int) -> int:
+                return await self._compare(candidates, kind, a, b, prefix)
+
+            valid = None if faithful else (lambda text: judgeable(kind, text))
+            if self.settings.selection == "knockout":
+                chosen = await knockout(candidates, compare, self.rng, valid=valid)
+            else:
+                chosen = await bracket(candidates, compare, valid=valid, rng=self.rng)
+            tracer = self.roles.judge.tracer
+            for position in chosen.forfeits:
+                pair, winner = chosen.verdicts[position]
+                tracer.event("judge.verdict", stage=kind, pair=list(pair), winner=winner, parse="forfeit",
+                             reason="the other candidate lacks what this judge needs", selection=chosen.mode)
+            return chosen.winner
+
+    async def _compare(self, candidates: list[str], kind: str, a: int, b: int, prefix: str | None) -> int:
+        faithful = self.settings.faithful
+        try:
+            if kind == "sentence" and prefix is not None and not faithful:
+                inputs = JudgeInputs((candidates[a][len(prefix):].strip(), candidates[b][len(prefix):].strip()),
+                                     prefix.strip() or None)
+            else:
+                inputs = judge_inputs(kind, [candidates[a], candidates[b]], faithful=faithful)
+        except NotJudgeable as exc:  # only reachable in --faithful mode, where the reference crashes
+            raise BadOutput(f"faithful mode: {exc} (the reference fails here too)") from None
+        with child_span(pair=[a, b]):
+            decision: dict[str, Any] = {}
+
+            async def judge() -> int:
+                attempt = 0
+
+                async def ask() -> str:
+                    nonlocal attempt
+                    attempt += 1
+                    messages = judge_messages(kind, self.question, *inputs.responses, hint=inputs.hint,
+                                              image_url=self.image_url)
+                    request = self._request(messages, 1, (), kind, judge_attempt=attempt)
+                    request = _with_role(request, "judge", seed_offset=7919 * (attempt - 1))
+                    [out] = await self.roles.judge.complete(request)
+                    return out.text
+
+                d = await decide(ask, self.rng, faithful=faithful)
+                decision.update(parse=d.parse, reason=d.reason)
+                return d.winner
+
+            async def check(i: int) -> bool:
+                caption = inputs.hint if inputs.hint is not None else ("None" if faithful else "")
+                request = self._request(check_messages(caption, inputs.responses[i]), 1, (), kind, checked=i)
+                [out] = await self.roles.judge.complete(_with_role(request, "check", seed_offset=0))
+                failed = check_failed_faithful(out.text) if faithful else check_failed(out.text)
+                return bool(failed)
+
+            if kind == "reasoning":
+                local = await precheck_then_judge(check, judge)
+            else:
+                local = await judge()
+            winner = (a, b)[local]
+            self.roles.judge.tracer.event(
+                "judge.verdict", stage=kind, pair=[a, b], winner=winner,
+                parse=decision.get("parse", "precheck"), reason=decision.get("reason"),
+                selection=self.settings.selection)
+            return winner
+
+
+def _with_role(request: Request, role: str, seed_offset: int) -> Request:
+    from dataclasses import replace
+
+    seed = None if request.seed is None else request.seed + seed_offset
+    return replace(request, seed=seed, tags={**request.tags, "role": role})
+
+
+__all__ = ["Ops", "STAGES"]

@@ -1,0 +1,74 @@
+"""kill -9 mid-run, then the same command: every item exactly once, finished calls from the cache."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+from conftest import ROOT, read_jsonl, stagewise, write_items
+
+
+def _wait_for(predicate, what: str, limit_s: float = 60.0) -> None:
+    """Poll for a condition (not a timing assumption: the limit only bounds a broken run)."""
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_kill_9_then_resume(tmp_path, fake_server_factory):
+    server = fake_server_factory(latency_ms=5)
+    rows = [{"id": f"q{i}", "question": f"Question {i}?"} for i in range(30)]
+    rows.insert(3, {"id": "stuck", "question": "This one stalls in its reasoning stage [[slow:reasoning]]"})
+    items = write_items(tmp_path / "items.jsonl", rows)
+    out = tmp_path / "run"
+    args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
+            "--concurrency", "4", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    results = out / "results.jsonl"
+    # "stuck" has finished its summary and caption calls and waits on reasoning; others keep finishing
+    _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call")
+    _wait_for(lambda: results.exists() and len(results.read_text().splitlines()) >= 10, "10 finished rows")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = read_jsonl(results)
+    assert "stuck" not in {r["id"] for r in first} and len(first) < 31
+
+    stagewise(*args, check=True)  # the same command again
+    final = read_jsonl(results)
+    assert Counter(r["id"] for r in final) == Counter({r["id"]: 1 for r in rows})
+    assert all(r["status"] == "ok" for r in final)
+
+    traces = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()
+              if line.strip().startswith("{") and line.strip().endswith("}")]
+    stuck_calls = [t for t in traces if t["event"] == "llm.call" and t["item_id"] == "stuck"]
+    resumed = {t["stage"]: t["cache"] for t in stuck_calls[-4:]}
+    assert resumed == {"summary": "hit", "caption": "hit", "reasoning": "miss", "conclusion": "miss"}
+    ends = Counter(t["item_id"] for t in traces if t["event"] == "item.end")
+    assert all(ends[r["id"]] <= 1 for r in first), "finished items are not run again"
+    assert all(ends[r["id"]] == 1 for r in final if r["id"] not in {f["id"] for f in first})
+
+
+def test_rerun_replays_from_cache_at_no_cost(tmp_path, fake_server):
+    items = write_items(tmp_path / "items.jsonl", [{"id": f"q{i}", "question": f"Q{i}"} for i in range(5)])
+    common = ["--model", "hosted_vllm/fake", "--api-base", fake_server.api_base, "--no-progress",
+              "--cache", tmp_path / "shared.sqlite"]
+    env = {"STAGEWISE_PRICE_PER_MTOK": "1000,2000"}  # give the fake model a price
+    stagewise("generate", items, "--out", tmp_path / "a", *common, env=env, check=True)
+    before = fake_server.get("/stats")["requests"]
+    stagewise("generate", items, "--out", tmp_path / "b", *common, env=env, check=True)
+    assert fake_server.get("/stats")["requests"] == before, "second run made no request"
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in "ab")
+    assert a["calls"] == b["calls"] == 20 and a["cost_usd"] > 0
+    assert b["cache_hits"] == 20 and b["cost_usd"] == 0
+    calls = [t for t in read_jsonl(tmp_path / "b" / "traces.jsonl") if t["event"] == "llm.call"]
+    assert len(calls) == 20 and all(t["cache"] == "hit" and t["cost_usd"] == 0 for t in calls)
+    ra = {r["id"]: r["stages"] for r in read_jsonl(tmp_path / "a" / "results.jsonl")}
+    rb = {r["id"]: r["stages"] for r in read_jsonl(tmp_path / "b" / "results.jsonl")}
+    assert ra == rb
