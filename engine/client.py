@@ -103,6 +103,7 @@ class Client:
             usage.prompt_tokens += c.prompt_tokens
             usage.completion_tokens += c.completion_tokens
             usage.cost_usd += paid
+            usage.cost_uncached_usd += c.cost_usd
         self.tracer.event("llm.call", span_id=new_span_id(), parent_id=current_span.get().span_id,
                           **request.tags, candidate=request.tags.get("candidate", 0) + index,
                           model=self.model, n=request.n, sample=index,

@@ -35,6 +35,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    cost_uncached_usd: float = 0.0  # what the calls would cost with no cache: for comparing graphs
 
     def add(self, other: "Usage") -> None:
         self.calls += other.calls
@@ -42,10 +43,12 @@ class Usage:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cost_usd += other.cost_usd
+        self.cost_uncached_usd += other.cost_uncached_usd
 
     def as_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "cache_hits": self.cache_hits, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "cost_usd": round(self.cost_usd, 8)}
+                "completion_tokens": self.completion_tokens, "cost_usd": round(self.cost_usd, 8),
+                "cost_uncached_usd": round(self.cost_uncached_usd, 8)}
 
 
 @dataclass(slots=True)

@@ -1,27 +1,27 @@
-"""Search graphs over stage agents and judges, by name (built in, or a TOML file)."""
+"""Search graphs over stage agents and judges: built in, declared in TOML, or written in Python."""
 from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import UsageError
 from engine.items import Item
 from search.base import Graph, Roles, Settings, result_fields
-from search.graphs import REGISTRY
+from search.graphs import REGISTRY, graph
 from search.primitives import Ops
+from search.spec import GraphSpec, resolve
 from stages.tags import parse_stages
 
-GRAPHS = ("chain", "best_of_n", "sentence_beam", "stage_beam")
+GRAPHS = tuple(REGISTRY)
+
+__all__ = ["GRAPHS", "GraphSpec", "Ops", "Roles", "Settings", "build_graph", "graph", "resolve"]
 
 
-def build_graph(name: str, settings: Settings, roles: Roles) -> Graph:
+def build_graph(spec: GraphSpec | str, settings: Settings, roles: Roles) -> Graph:
     """A solver for the batch runner: item → the graph's row fields."""
-    fn = REGISTRY.get(name)
-    if fn is None:
-        raise UsageError(f"unknown graph {name!r}: choose one of {', '.join(sorted(REGISTRY))}")
+    spec = resolve(spec) if isinstance(spec, str) else spec
 
     async def solve(item: Item, image_url: str | None) -> dict[str, Any]:
         ops = Ops(item, image_url, settings, roles)
-        text = await fn(ops, settings)
+        text = await spec.fn(ops, settings)
         parsed = parse_stages(text)
         return result_fields(item, parsed.stages, ops.repairs.get(text, []) + parsed.repairs)
 

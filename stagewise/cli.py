@@ -64,8 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="run one graph over ITEMS.jsonl")
     _add_run_options(gen)
-    gen.add_argument("--graph", default="chain", help=f"one of {', '.join(GRAPH_NAMES)}")
+    gen.add_argument("--graph", default="chain",
+                     help=f"one of {', '.join(GRAPH_NAMES)}, a graph .toml file, or FILE.py:function")
     gen.set_defaults(func=_generate)
+
+    cmp = sub.add_parser("compare", help="run several graphs on the same items and write a report")
+    _add_run_options(cmp)
+    cmp.add_argument("--graphs", default="chain,best_of_n,stage_beam",
+                     help="comma-separated graphs (names, .toml files or FILE.py:function)")
+    cmp.set_defaults(func=_compare)
 
     try:
         from trainer.cli import register
@@ -89,13 +96,22 @@ def _check_common(args: argparse.Namespace) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from stagewise.jobs import run_generate
 
-    if args.graph not in GRAPH_NAMES:
-        raise UsageError(f"unknown graph {args.graph!r}: choose one of {', '.join(GRAPH_NAMES)}")
     _check_common(args)
     summary = run(run_generate(args))
     print(f"{summary['items']} items: {summary['ok']} ok, {summary['error']} error · "
           f"{summary['calls']} calls · {summary['tokens']} tokens · ${summary['cost_usd']:.4f} · "
           f"results in {args.out / 'results.jsonl'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from stagewise.jobs import run_compare
+
+    _check_common(args)
+    report = run(run_compare(args))
+    print(report["markdown"])
+    print(f"report: {args.out / 'report.md'}, {args.out / 'report.json'}, {args.out / 'report.png'}; "
+          f"per-graph results and traces in {args.out}/<graph>/")
     return 0
 
 

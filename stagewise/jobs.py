@@ -1,7 +1,9 @@
-"""Wire a command's options into clients, a graph and the batch runner."""
+"""Wire a command's options into clients, graphs and the batch runner."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from engine.backends import make_backend
@@ -11,41 +13,80 @@ from engine.limits import Limits
 from engine.retry import RetryPolicy
 from engine.runner import run_items
 from engine.trace import Tracer
-from search import build_graph
-from search.base import Roles, Settings
+from search import GraphSpec, Roles, Settings, build_graph, resolve
 from stages.agent import Sampling
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(mode=args.mode, n=args.n, selection=getattr(args, "selection", "bracket"),
-                    faithful=getattr(args, "faithful", False),
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(mode=args.mode, n=args.n, selection=args.selection, faithful=args.faithful,
                     sampling=Sampling(args.temperature, args.top_p, args.max_tokens, args.seed))
 
 
+class Job:
+    """One graph's run: its backends are made (and checked) before anything is written."""
+
+    def __init__(self, args: argparse.Namespace, spec: GraphSpec):
+        self.args, self.spec = args, spec
+        self.model = spec.models.get("generator") or args.model
+        judge_model = spec.models.get("judge") or args.judge_model
+        self.generator_backend = make_backend(self.model, args.api_base, args.client)
+        self.judge_backend = (make_backend(judge_model, args.judge_api_base or args.api_base, args.client)
+                              if judge_model and judge_model != self.model else None)
+        self.judge_model = judge_model or self.model
+
+    async def run(self, out: Path, cache: Cache | None) -> dict[str, Any]:
+        a = self.args
+        out.mkdir(parents=True, exist_ok=True)
+        tracer = Tracer(out / "traces.jsonl")
+        retry = RetryPolicy(max_attempts=a.max_retries + 1, timeout_s=a.timeout, base_delay_s=a.backoff)
+        generator = Client(self.generator_backend, tracer=tracer, cache=cache,
+                           limits=Limits(a.concurrency, a.rpm, a.tpm), retry=retry)
+        judge = generator if self.judge_backend is None else Client(
+            self.judge_backend, tracer=tracer, cache=cache, limits=Limits(a.concurrency), retry=retry)
+        settings = settings_from(a)
+        if self.spec.selection:
+            settings = replace(settings, selection=self.spec.selection)
+        try:
+            return await run_items(
+                a.items, out, build_graph(self.spec, settings, Roles(generator, judge)), tracer=tracer,
+                meta={"graph": self.spec.name, "model": self.model, "judge_model": self.judge_model},
+                concurrency=a.items_in_flight or a.concurrency, max_image_side=a.max_image_side,
+                show_progress=not a.no_progress)
+        finally:
+            await generator.aclose()
+            if judge is not generator:
+                await judge.aclose()
+            tracer.close()
+
+
+def _cache(args: argparse.Namespace, default: Path) -> Cache | None:
+    if args.no_cache:
+        return None
+    default.parent.mkdir(parents=True, exist_ok=True)
+    return Cache(args.cache or default)
+
+
 async def run_generate(args: argparse.Namespace) -> dict[str, Any]:
-    generator_backend = make_backend(args.model, args.api_base, args.client)
-    judge_backend = (make_backend(args.judge_model, args.judge_api_base or args.api_base, args.client)
-                     if args.judge_model else None)
-    args.out.mkdir(parents=True, exist_ok=True)
-    tracer = Tracer(args.out / "traces.jsonl")
-    cache = None if args.no_cache else Cache(args.cache or args.out / "cache.sqlite")
-    retry = RetryPolicy(max_attempts=args.max_retries + 1, timeout_s=args.timeout,
-                        base_delay_s=args.backoff)
-    generator = Client(generator_backend, tracer=tracer, cache=cache,
-                       limits=Limits(args.concurrency, args.rpm, args.tpm), retry=retry)
-    judge = generator if judge_backend is None else Client(
-        judge_backend, tracer=tracer, cache=cache, limits=Limits(args.concurrency), retry=retry)
+    job = Job(args, resolve(args.graph))
+    cache = _cache(args, args.out / "cache.sqlite")
     try:
-        graph = build_graph(args.graph, _settings(args), Roles(generator, judge))
-        return await run_items(
-            args.items, args.out, graph, tracer=tracer,
-            meta={"graph": args.graph, "model": args.model},
-            concurrency=args.items_in_flight or args.concurrency, max_image_side=args.max_image_side,
-            show_progress=not args.no_progress)
+        return await job.run(args.out, cache)
     finally:
-        await generator.aclose()
-        if judge is not generator:
-            await judge.aclose()
         if cache:
             cache.close()
-        tracer.close()
+
+
+async def run_compare(args: argparse.Namespace) -> dict[str, Any]:
+    """Each graph in turn on the same items, one shared cache: identical requests are paid once."""
+    from search.report import write_report
+
+    jobs = [Job(args, resolve(g)) for g in args.graphs.split(",") if g.strip()]
+    names = [j.spec.name for j in jobs]
+    cache = _cache(args, args.out / "cache.sqlite")
+    try:
+        for job in jobs:
+            await job.run(args.out / job.spec.name, cache)
+    finally:
+        if cache:
+            cache.close()
+    return write_report(args.out, names)
