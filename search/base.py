@@ -18,6 +18,7 @@ class Settings:
     n: int = 4                    # candidates per step
     selection: str = "bracket"    # "knockout" (the reference's) or "bracket"
     faithful: bool = False        # reproduce the reference's verdict rule exactly
+    max_sentences: int = 64       # sentence_beam stops here if the CONCLUSION never closes
     sampling: Sampling = Sampling()
 
 

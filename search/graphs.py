@@ -13,7 +13,6 @@ from stages.tags import STAGES
 
 GraphFn = Callable[[Ops, Settings], Awaitable[str]]
 REGISTRY: dict[str, GraphFn] = {}
-MAX_SENTENCES = 64
 
 
 def graph(name: str) -> Callable[[GraphFn], GraphFn]:
@@ -51,7 +50,7 @@ async def stage_beam(ops: Ops, s: Settings) -> str:
 @graph("sentence_beam")
 async def sentence_beam(ops: Ops, s: Settings) -> str:
     text = ""
-    for _ in range(MAX_SENTENCES):
+    for _ in range(s.max_sentences):
         candidates = await ops.generate(text, "sentence", s.n)
         text = candidates[await ops.select(candidates, "sentence", prefix=text)]
         if "</CONCLUSION>" in text.upper():

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import UsageError
-from search.graphs import MAX_SENTENCES, REGISTRY, GraphFn
+from search.graphs import REGISTRY, GraphFn
 from stages.tags import STAGES
 
 if sys.version_info >= (3, 11):
@@ -56,7 +56,7 @@ def _from_steps(steps: list[Step]) -> GraphFn:
     async def run(ops, settings) -> str:
         text = ""
         for step in steps:
-            for _ in range(MAX_SENTENCES if step.stage == "sentence" else 1):
+            for _ in range(settings.max_sentences if step.stage == "sentence" else 1):
                 candidates = await ops.generate(text, step.stage, step.n)
                 judge = step.judge or ("answer" if step.stage == "full" else step.stage)
                 prefix = text if step.stage == "sentence" else None

@@ -39,6 +39,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="bracket: N-1 verdicts in log2 N parallel rounds; knockout: the reference's sequential one")
     p.add_argument("--faithful", action="store_true",
                    help="reproduce the reference's verdict rule, pre-check and crashes exactly")
+    p.add_argument("--max-sentences", type=int, default=64, help="sentence_beam: most sentence steps per item")
     p.add_argument("--concurrency", type=int, default=64, help="max model calls in flight")
     p.add_argument("--items-in-flight", type=int, default=None, help="items solved at once (default: --concurrency)")
     p.add_argument("--rpm", type=int, default=None, help="requests per minute cap")

@@ -19,6 +19,7 @@ from stages.agent import Sampling
 
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(mode=args.mode, n=args.n, selection=args.selection, faithful=args.faithful,
+                    max_sentences=args.max_sentences,
                     sampling=Sampling(args.temperature, args.top_p, args.max_tokens, args.seed))
 
 

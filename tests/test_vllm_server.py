@@ -55,3 +55,24 @@ def test_generate_end_to_end_on_vllm(vllm_base, tmp_path, mode):
     assert all(r["correct"] in (True, False) for r in rows)
     calls = [t for t in read_jsonl(out / "traces.jsonl") if t["event"] == "llm.call"]
     assert len(calls) == 3 * expected_calls and all(t["status"] == "ok" for t in calls)
+
+
+@pytest.mark.parametrize("graph", ["chain", "best_of_n", "sentence_beam", "stage_beam"])
+@pytest.mark.parametrize("mode", ["full", "staged"])
+def test_every_graph_end_to_end_on_vllm(vllm_base, tmp_path, graph, mode):
+    """Gibberish from random weights still has to flow through every graph: candidates without tags
+    forfeit, verdicts that do not parse fall back, and every item ends with a row."""
+    items = write_items(tmp_path / "items.jsonl", [{"id": "v", "question": "Which bar is tallest?", "answer": "A"}])
+    out = tmp_path / "run"
+    stagewise("generate", items, "--out", out, "--model", "hosted_vllm/tiny", "--api-base", vllm_base,
+              "--graph", graph, "--mode", mode, "--n", "2", "--max-tokens", "16", "--max-sentences", "2",
+              "--no-progress", check=True)
+    [row] = read_jsonl(out / "results.jsonl")
+    assert row["status"] == "ok", row["error"]
+    traces = read_jsonl(out / "traces.jsonl")
+    calls = [t for t in traces if t["event"] == "llm.call"]
+    assert row["usage"]["calls"] == len(calls) > 0 and all(t["status"] == "ok" for t in calls)
+    if graph == "chain":
+        assert len(calls) == (1 if mode == "full" else 4)
+    if graph == "stage_beam" and mode == "full":
+        assert all(t.get("continued") for t in calls if t["role"] == "generate")
