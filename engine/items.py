@@ -1,10 +1,11 @@
 """ITEMS.jsonl: read lazily, one validated item at a time (100k lines are never held at once)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+import orjson
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -45,8 +46,8 @@ def read_items(path: Path) -> Iterator[Item | BadLine]:
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
-            except ValueError as exc:
+                data = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
                 yield BadLine(f"line-{lineno}", f"line {lineno} is not valid JSON: {exc}", line[:200])
                 continue
             if not isinstance(data, dict):

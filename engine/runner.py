@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import orjson
+
 from engine.errors import CallError
 from engine.images import DEFAULT_MAX_SIDE, ImageError, load_image_data_url
 from engine.items import BadLine, Item, read_items
@@ -31,14 +33,15 @@ class ResultsFile:
         self.usage = Usage()
         if path.exists():
             self._load()
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = open(path, "a", encoding="utf-8", buffering=1 << 20)
+        self._flush_scheduled = False
 
     def _load(self) -> None:
         with open(self.path, "rb") as f:
             data = f.read()
         for line in data.splitlines():
             try:
-                row = json.loads(line)
+                row = orjson.loads(line)
                 row_id = row["id"]
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by a crash: that item is simply run again
@@ -55,9 +58,17 @@ class ResultsFile:
         self.usage.add(Usage(**{k: usage.get(k, 0) for k in Usage.__slots__}))
 
     def append(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
+        """Write the row and flush before the event loop runs anything else (rows that finish in the
+        same loop pass share one write)."""
+        self._file.write(orjson.dumps(row).decode() + "\n")
         self._count(row)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._file.flush()
 
     def close(self) -> None:
         self._file.close()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
+import random
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import orjson
 import structlog
 
 from engine.secrets import redact
@@ -69,7 +70,7 @@ current_span: ContextVar[Span] = ContextVar("stagewise_span", default=Span())
 @contextlib.contextmanager
 def item_span(item_id: str, **fields: Any) -> Iterator[Span]:
     """Open the root span of one item: a fresh trace id and a fresh usage counter."""
-    span = Span(item_id=item_id, trace_id=os.urandom(8).hex(), span_id=new_span_id(), fields=fields)
+    span = Span(item_id=item_id, trace_id=f"{random.getrandbits(64):016x}", span_id=new_span_id(), fields=fields)
     token = current_span.set(span)
     try:
         yield span
@@ -109,7 +110,7 @@ class _LineWriter:
 
 
 def _dumps(obj: Any, **_: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)
+    return orjson.dumps(obj, default=str).decode()
 
 
 class Tracer:

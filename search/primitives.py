@@ -44,10 +44,17 @@ class Ops:
         self.settings = settings
         self.roles = roles
         self.question = question_text(item.question, item.choices)
-        self.rng = random.Random(f"{settings.sampling.seed}:{item.id}")  # per item: order-independent
+        self._rng: random.Random | None = None
         self.continues = settings.mode == "full" and roles.generator.capabilities.continue_assistant
         self.full_prompt = load_prompt("full").render(question=self.question)
         self.repairs: dict[str, list[str]] = {}  # candidate text → what was repaired along its path
+
+    @property
+    def rng(self) -> random.Random:
+        """Seeded per item, so verdicts do not depend on which items ran concurrently."""
+        if self._rng is None:
+            self._rng = random.Random(f"{self.settings.sampling.seed}:{self.item.id}")
+        return self._rng
 
     # --- generate -------------------------------------------------------------------------------
 

@@ -76,6 +76,9 @@ def prompt_dirs(directory: str | os.PathLike[str] | None = None) -> list[Path]:
     return dirs
 
 
+_loaded: dict[Path, tuple[tuple[int, int], Prompt]] = {}
+
+
 def load_prompt(name: str, directory: str | os.PathLike[str] | None = None) -> Prompt:
     """Read prompt `name` ("judge_caption" or "judge_caption.txt")."""
     stem = name[:-4] if name.endswith(".txt") else name
@@ -84,6 +87,14 @@ def load_prompt(name: str, directory: str | os.PathLike[str] | None = None) -> P
     searched = prompt_dirs(directory)
     for folder in searched:
         path = folder / f"{stem}.txt"
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = _loaded.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]  # unchanged since we read it: one stat instead of open + read + hash
         if path.is_file():
             data = path.read_bytes()
             text = data.decode("utf-8")
@@ -92,6 +103,8 @@ def load_prompt(name: str, directory: str | os.PathLike[str] | None = None) -> P
             elif text.endswith("\n"):
                 text = text[:-1]
             digest = hashlib.sha256(data).hexdigest()[:FINGERPRINT_CHARS]
-            return Prompt(name=stem, text=text, fingerprint=digest, path=path)
+            prompt = Prompt(name=stem, text=text, fingerprint=digest, path=path)
+            _loaded[path] = (stamp, prompt)
+            return prompt
     raise PromptError(f"prompt {stem!r} not found; looked for {stem}.txt in "
                       + ", ".join(str(d) for d in searched))

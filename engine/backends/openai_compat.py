@@ -7,11 +7,11 @@ provider and is still where our prices come from.
 from __future__ import annotations
 
 import email.utils
-import json
 import time
 from typing import Any
 
 import aiohttp
+import orjson
 
 from engine import pricing
 from engine.errors import BadOutput, BadRequest, RateLimited, ServerError
@@ -80,7 +80,7 @@ class OpenAICompatBackend:
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False
         try:
-            async with self._get_session().post(self.url, data=json.dumps(body)) as resp:
+            async with self._get_session().post(self.url, data=orjson.dumps(body)) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
@@ -93,9 +93,9 @@ class OpenAICompatBackend:
         if status >= 400:
             raise BadRequest(f"HTTP {status}: {_snippet(raw)}")
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             choices = data["choices"]
-        except (ValueError, KeyError, TypeError):
+        except (orjson.JSONDecodeError, KeyError, TypeError):
             raise BadOutput(f"malformed reply: {_snippet(raw)}") from None
         return split_usage(choices, data.get("usage") or {}, self.model)
 
