@@ -72,3 +72,27 @@ def test_rerun_replays_from_cache_at_no_cost(tmp_path, fake_server):
     ra = {r["id"]: r["stages"] for r in read_jsonl(tmp_path / "a" / "results.jsonl")}
     rb = {r["id"]: r["stages"] for r in read_jsonl(tmp_path / "b" / "results.jsonl")}
     assert ra == rb
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_finished_rows(tmp_path, fake_server_factory):
+    server = fake_server_factory(latency_ms=5)
+    rows = [{"id": f"q{i}", "question": f"Question {i}?"} for i in range(20)]
+    rows.insert(2, {"id": "stuck", "question": "Stalls [[slow:caption]]"})
+    items = write_items(tmp_path / "items.jsonl", rows)
+    out = tmp_path / "run"
+    args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
+            "--concurrency", "2", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled call")
+    _wait_for(lambda: (out / "results.jsonl").exists() and len((out / "results.jsonl").read_text().splitlines()) >= 5,
+              "5 finished rows")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "rerun the same command to resume" in err
+    done = read_jsonl(out / "results.jsonl")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items"] == len(done) >= 5 and "stuck" not in {r["id"] for r in done}
+    server.get("/release")
+    stagewise(*args, check=True)
+    assert Counter(r["id"] for r in read_jsonl(out / "results.jsonl")) == Counter({r["id"]: 1 for r in rows})
