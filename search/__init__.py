@@ -6,7 +6,7 @@ from typing import Any
 from engine.items import Item
 from search.base import Graph, Roles, Settings, result_fields
 from search.graphs import REGISTRY, graph
-from search.primitives import Ops
+from search.primitives import Ops, PromptSet
 from search.spec import GraphSpec, resolve
 from stages.tags import parse_stages
 
@@ -18,9 +18,10 @@ __all__ = ["GRAPHS", "GraphSpec", "Ops", "Roles", "Settings", "build_graph", "gr
 def build_graph(spec: GraphSpec | str, settings: Settings, roles: Roles) -> Graph:
     """A solver for the batch runner: item → the graph's row fields."""
     spec = resolve(spec) if isinstance(spec, str) else spec
+    prompts = PromptSet.load()
 
     async def solve(item: Item, image_url: str | None) -> dict[str, Any]:
-        ops = Ops(item, image_url, settings, roles)
+        ops = Ops(item, image_url, settings, roles, prompts)
         text = await spec.fn(ops, settings)
         parsed = parse_stages(text)
         return result_fields(item, parsed.stages, ops.repairs.get(text, []) + parsed.repairs)

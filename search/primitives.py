@@ -11,6 +11,7 @@ stage's own prompt (`--mode staged`, or any backend that cannot continue).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import BadOutput
@@ -24,7 +25,7 @@ from judges.selection import bracket, knockout
 from judges.verdict import check_failed, check_failed_faithful, decide
 from search.base import Roles, Settings
 from stages.agent import StageAgent, question_text
-from stages.prompts import load_prompt
+from stages.prompts import Prompt, load_prompt
 from stages.sentences import first_sentence_end
 from stages.tags import STAGES, format_stage, parse_stages
 
@@ -35,10 +36,26 @@ def _closing(stage: str) -> str:
     return f"</{stage.upper()}>"
 
 
+@dataclass(frozen=True)
+class PromptSet:
+    """The generation prompts, read once per run (each file read per call would cost more than the
+    call's own bookkeeping); an edited file takes effect on the next run, with a new cache key."""
+
+    full: Prompt
+    continuation: Prompt
+    agents: dict[str, StageAgent]
+
+    @classmethod
+    def load(cls) -> "PromptSet":
+        return cls(load_prompt("full"), load_prompt("continue"), {s: StageAgent.load(s) for s in STAGES})
+
+
 class Ops:
     """generate and select for one item; graphs are short loops over these two."""
 
-    def __init__(self, item: Item, image_url: str | None, settings: Settings, roles: Roles):
+    def __init__(self, item: Item, image_url: str | None, settings: Settings, roles: Roles,
+                 prompts: PromptSet | None = None):
+        self.prompts = prompts or PromptSet.load()
         self.item = item
         self.image_url = image_url
         self.settings = settings
@@ -46,8 +63,9 @@ class Ops:
         self.question = question_text(item.question, item.choices)
         self._rng: random.Random | None = None
         self.continues = settings.mode == "full" and roles.generator.capabilities.continue_assistant
-        self.full_prompt = load_prompt("full").render(question=self.question)
+        self.full_prompt = self.prompts.full.render(question=self.question)
         self.repairs: dict[str, list[str]] = {}  # candidate text → what was repaired along its path
+        self.stages_of: dict[str, dict[str, str]] = {"": {}}  # candidate text → its stages, unparsed
 
     @property
     def rng(self) -> random.Random:
@@ -74,7 +92,8 @@ class Ops:
                 messages.append(assistant_message(prefix))
             return self._request(messages, n, stop, step, continue_final=bool(prefix), max_tokens=max_tokens,
                                  continued=True)
-        text = load_prompt("continue").render(prompt=self.full_prompt, previous=prefix) if prefix else self.full_prompt
+        text = (self.prompts.continuation.render(prompt=self.full_prompt, previous=prefix) if prefix
+                else self.full_prompt)
         return self._request([user_message(text, self.image_url)], n, stop, step, max_tokens=max_tokens,
                              continued=False)
 
@@ -89,8 +108,10 @@ class Ops:
             if self.continues:
                 outs = await self.roles.generator.complete(self._continuation(prefix, n, (_closing(step),), step))
                 return [prefix + self._close(o.text, step) for o in outs]
-            agent = StageAgent.load(step)
-            previous = {k: v for k, v in parse_stages(prefix).stages.items() if v is not None}
+            agent = self.prompts.agents[step]
+            previous = self.stages_of.get(prefix)
+            if previous is None:
+                previous = {k: v for k, v in parse_stages(prefix).stages.items() if v is not None}
             request = agent.request(self.question, self.image_url, previous, n=n, sampling=self.settings.sampling)
             outs = await self.roles.generator.complete(request)
             candidates = []
@@ -98,6 +119,7 @@ class Ops:
                 parsed = agent.parse(o.text)
                 candidates.append(prefix + format_stage(step, parsed.body))
                 self.repairs[candidates[-1]] = self.repairs.get(prefix, []) + parsed.repairs
+                self.stages_of[candidates[-1]] = {**previous, step: parsed.body}
             return candidates
 
     @staticmethod
