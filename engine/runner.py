@@ -74,6 +74,13 @@ class ResultsFile:
         self._file.close()
 
 
+def _image_ref(ref: str | None, base_dir: Path) -> str | None:
+    """Rows name local images by absolute path, so a results file is usable from anywhere (trainer/)."""
+    if not ref or ref.startswith(("data:", "http://", "https://")) or Path(ref).is_absolute():
+        return ref
+    return str(base_dir / ref)
+
+
 def _count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
@@ -99,7 +106,8 @@ async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tr
             if isinstance(entry, BadLine):
                 row["error"] = entry.error
             else:
-                row.update(question=entry.question, image=entry.image, reference=entry.answer)
+                row.update(question=entry.question, image=_image_ref(entry.image, base_dir),
+                           reference=entry.answer)
                 try:
                     image_url = None
                     if entry.image:

@@ -1,0 +1,121 @@
+"""`stagewise train | tiny-model | export`: argparse wiring only.
+
+The main CLI imports this module for every command, so nothing heavy is imported here: handlers
+validate usage first (one line on stderr, exit 2) and import torch/transformers only when they run.
+"""
+from __future__ import annotations
+
+import sys
+
+ARCHS = ("mllama", "llava")     # trainer.tiny.ARCHS, repeated so this import stays free
+EXPORT_FORMATS = ("llava-cot",)
+
+
+def _usage(cmd: str, msg: str) -> int:
+    print(f"stagewise {cmd}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_train(args) -> int:
+    from trainer.config import TrainConfig, UsageError, check
+
+    cfg = TrainConfig(
+        data=args.data, base=args.base, out=args.out, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, max_steps=args.max_steps,
+        max_length=args.max_length, lora=args.lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        merge=args.merge, freeze_vision=args.freeze_vision, grad_checkpointing=args.grad_checkpointing,
+        save_every=args.save_every, resume=args.resume, image_root=args.image_root,
+        workers=args.workers, seed=args.seed, progress=not args.no_progress)
+    try:
+        check(cfg)
+        from trainer.train import train
+
+        result = train(cfg)
+    except UsageError as e:
+        return _usage("train", str(e))
+    run = result.run
+    if run:  # the main process
+        c = run["counts"]
+        print(f"trained {run['steps']} steps on {c['kept']} of {c['rows']} rows "
+              f"(dropped {c['dropped'] or 'none'}), final loss {run['final_loss']}, "
+              f"{run['wall_s']:.1f} s -> {args.out} (run.json)")
+    return 0
+
+
+def cmd_tiny_model(args) -> int:
+    if args.arch not in ARCHS:
+        return _usage("tiny-model", f"--arch must be one of {', '.join(ARCHS)}, not {args.arch!r}")
+    from trainer.tiny import build
+
+    print(f"wrote a tiny {args.arch} model to {build(args.dir, args.arch, seed=args.seed)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    if args.format not in EXPORT_FORMATS:
+        return _usage("export", f"--format must be one of {', '.join(EXPORT_FORMATS)}, not {args.format!r}")
+    src = Path(args.dir)
+    results = src / "results.jsonl" if src.is_dir() else src
+    if not results.is_file():
+        return _usage("export", f"{args.dir}: no results.jsonl there")
+    out = Path(args.out) if args.out else results.parent / "llava-cot.jsonl"
+    from trainer.export import export
+
+    counts = export(results, out, image_root=args.image_root)
+    print(f"exported {counts.kept} of {counts.rows} rows to {out} (dropped {dict(counts.dropped) or 'none'})")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add train, tiny-model and export to an argparse `_SubParsersAction`."""
+    p = subparsers.add_parser("train", help="fine-tune a vision-language model on stagewise traces",
+                              description="SFT with the LLaVA-CoT recipe (lr 1e-5 x0.85/epoch, 3 epochs, "
+                              "global batch 32); loss on assistant tokens only.")
+    p.add_argument("data", help="a run DIR, its results.jsonl, or a LLaVA-CoT .json/.jsonl")
+    p.add_argument("--base", required=True, help="model folder to start from (architecture read from its config)")
+    p.add_argument("--out", required=True, help="folder for the trained model, run.json and checkpoints/")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--batch-size", type=int, default=4, help="per device (default 4)")
+    p.add_argument("--grad-accum", type=int, default=None,
+                   help="micro-batches per step (default: global batch 32 / (batch size x processes))")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after K optimizer steps")
+    p.add_argument("--max-length", type=int, default=None, help="truncate sequences to this many tokens")
+    p.add_argument("--lora", action="store_true", help="train a LoRA adapter on the text tower (peft)")
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-alpha", type=int, default=16)
+    p.add_argument("--merge", action="store_true", help="with --lora: write the merged model (adapter in OUT/adapter)")
+    p.add_argument("--freeze-vision", action="store_true", help="do not train the vision tower")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint every K steps to OUT/checkpoints/")
+    p.add_argument("--resume", default=None, help="a checkpoint folder (OUT/checkpoints/step-K)")
+    p.add_argument("--image-root", default=None, help="folder relative image paths are under")
+    p.add_argument("--workers", type=int, default=None, help="data loader processes (default 4 on GPU, 0 on CPU)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("tiny-model", help="build a tiny random VLM offline, for smoke tests")
+    p.add_argument("dir")
+    p.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny_model)
+
+    p = subparsers.add_parser("export", help="write a run's results in another dataset format")
+    p.add_argument("dir", help="a run DIR (or its results.jsonl)")
+    p.add_argument("--format", required=True, help=f"one of: {', '.join(EXPORT_FORMATS)}")
+    p.add_argument("--out", default=None, help="output file (default DIR/llava-cot.jsonl; .json writes an array)")
+    p.add_argument("--image-root", default=None, help="folder relative image paths are under")
+    p.set_defaults(func=cmd_export)
+
+
+def main(argv=None) -> int:
+    """`python -m trainer ...`: the same commands without the stagewise CLI (e.g. under accelerate)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m trainer")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,234 @@
+"""Supervised fine-tuning of a vision-language model on four-stage traces, read top to bottom.
+
+Defaults are the paper's recipe (shared/reference/llava-cot.md §4): full fine-tune, AdamW lr 1e-5 with
+weight decay 0, lr ×0.85 each epoch (StepLR, no warmup), 3 epochs, global batch 32, bf16 mixed precision
+where the hardware has it, no gradient clipping, seed 42, loss on the assistant's tokens only.
+
+One process or many: it runs as is, and under ``accelerate launch`` / ``torchrun`` (DDP or FSDP, see
+trainer/README.md) through Accelerate. Each rank takes a strided slice of the epoch's seeded
+permutation, padded so every rank does the same number of micro-batches (FSDP needs lockstep); a
+resume replays the same order and skips the micro-batches already done.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from trainer import data as datalib
+from trainer.arch import arch_of
+from trainer.collate import IGNORE, Collator
+from trainer.config import TrainConfig, UsageError, check
+from trainer.save import save_model
+
+
+@dataclass
+class Result:
+    run: dict                        # what run.json holds
+    model: object = field(repr=False)  # the trained model, unwrapped (a PeftModel with lora)
+    processor: object = field(repr=False)
+
+
+COUNTERS = ("examples_seen", "tokens", "supervised_tokens", "skipped_images")  # per rank while running
+
+
+def lm_loss(logits, labels):
+    """Mean next-token cross-entropy over supervised tokens; 0 (not NaN) when there are none."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+    n = (labels != IGNORE).sum()
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                            ignore_index=IGNORE, reduction="sum")
+    return total / n.clamp(min=1)
+
+
+def epoch_order(n: int, epoch: int, seed: int, world: int, rank: int) -> list[int]:
+    """This rank's example indices for an epoch: a seeded permutation, padded by wrapping around so
+    that all ranks get the same count, then strided by rank."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    order += order[:(-n) % world]
+    return order[rank::world]
+
+
+def train(cfg: TrainConfig) -> Result:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    t0 = time.time()
+    check(cfg)
+    try:
+        arch = arch_of(cfg.base)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+    # -- processes, precision -------------------------------------------------------------------
+    precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else (
+        "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
+    # Several processes and no GPU (torchrun on CPU): Accelerate needs cpu=True to pick gloo DDP.
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # LLaVA never uses its CLIP tower's last layers (it reads a hidden layer), so DDP must not wait
+    # for their gradients.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    acc = Accelerator(mixed_precision=precision, cpu=cpu, kwargs_handlers=[ddp])
+    world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
+    if main and not arch.tested:
+        print(f"warning: {arch.model_type} is supported but not covered by trainer's tests", file=sys.stderr)
+    set_seed(cfg.seed)
+    out = Path(cfg.out)
+
+    # -- data -------------------------------------------------------------------------------------
+    try:
+        examples, counts, fmt = datalib.load(cfg.data, image_root=cfg.image_root)
+    except (OSError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if not examples:
+        raise UsageError(f"{cfg.data}: no usable rows ({counts.as_dict()})")
+    dataset = datalib.Dialogs(examples)
+    processor = AutoProcessor.from_pretrained(cfg.base)
+    collator = Collator(processor, cfg.max_length)
+    bs = cfg.batch_size
+    ga = cfg.grad_accum or max(1, cfg.global_batch // (bs * world))
+    micro_per_epoch = math.ceil(math.ceil(len(examples) / world) / bs)
+    steps_per_epoch = math.ceil(micro_per_epoch / ga)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    workers = cfg.workers if cfg.workers is not None else (4 if torch.cuda.is_available() else 0)
+
+    # -- model --------------------------------------------------------------------------------------
+    # fp32 master weights; Accelerate's bf16 autocast does the math (pure bf16 weights would round
+    # away most 1e-5 updates).
+    model = AutoModelForImageTextToText.from_pretrained(cfg.base, dtype=torch.float32)
+    if cfg.freeze_vision:
+        model.get_submodule(arch.vision).requires_grad_(False)
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                 target_modules=arch.lora_targets, task_type="CAUSAL_LM"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_trainable, n_params = sum(p.numel() for p in params), sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    model, optimizer = acc.prepare(model, optimizer)
+    model.train()
+
+    # -- state, resume ----------------------------------------------------------------------------
+    state = {"step": 0, "epoch": 0, "micro": 0, "losses": [], **dict.fromkeys(COUNTERS, 0)}
+    layout = {"examples": len(examples), "world": world, "batch_size": bs, "grad_accum": ga, "seed": cfg.seed}
+    if cfg.resume:
+        saved = json.loads((Path(cfg.resume) / "trainer_state.json").read_text())
+        if saved["layout"] != layout:
+            raise UsageError(f"--resume {cfg.resume}: saved for {saved['layout']}, this run is {layout}")
+        acc.load_state(cfg.resume)
+        state.update(saved["state"])
+        if not main:  # counters are saved as totals over ranks: rank 0 carries them on
+            state.update(dict.fromkeys(COUNTERS, 0))
+
+    def totals() -> dict:
+        """COUNTERS summed over ranks (every rank must call this)."""
+        t = acc.reduce(torch.tensor([state[k] for k in COUNTERS], device=acc.device), "sum")
+        return dict(zip(COUNTERS, t.tolist()))
+
+    def save_checkpoint():
+        path = out / "checkpoints" / f"step-{state['step']}"
+        acc.save_state(str(path))
+        saved = {**state, **totals()}
+        if main:
+            (path / "trainer_state.json").write_text(json.dumps({"layout": layout, "state": saved}))
+        acc.wait_for_everyone()
+
+    # -- loop ---------------------------------------------------------------------------------------
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}"), disable=not (main and cfg.progress))
+    task = bar.add_task("train", total=total_steps, completed=state["step"], info="")
+    last_batch, window, t_loop = None, [], time.time()
+    with bar:
+        while state["step"] < total_steps:
+            lr = cfg.lr * cfg.lr_decay ** state["epoch"]
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            mine = epoch_order(len(examples), state["epoch"], cfg.seed, world, rank)
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(dataset, mine[state["micro"] * bs:]), batch_size=bs,
+                collate_fn=collator, num_workers=workers)
+            for batch in loader:
+                m = state["micro"]
+                in_step = min(ga, micro_per_epoch - (m // ga) * ga)  # the epoch's last step may be short
+                state["skipped_images"] += batch.pop("skipped")
+                scale = 1.0
+                if "input_ids" not in batch:  # every image failed to decode: keep ranks in lockstep
+                    batch, scale = last_batch, 0.0  # by redoing the last batch with zero weight
+                if batch is not None:
+                    last_batch = batch
+                    batch = {k: v.to(acc.device) for k, v in batch.items()}
+                    labels = batch.pop("labels")
+                    logits = model(**batch, use_cache=False).logits
+                    loss = lm_loss(logits, labels)
+                    acc.backward(loss * (scale / in_step))
+                    if scale:
+                        window.append(loss.item())
+                        state["tokens"] += int(batch["attention_mask"].sum())
+                        state["supervised_tokens"] += int((labels[:, 1:] != IGNORE).sum())
+                        state["examples_seen"] += labels.shape[0]
+                state["micro"] = m = m + 1
+                if m % ga and m < micro_per_epoch:
+                    continue
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                local = sum(window) / len(window) if window else float("nan")
+                step_loss = acc.reduce(torch.tensor(local, device=acc.device), "mean").item()
+                window = []
+                state["step"] += 1
+                state["losses"].append(round(step_loss, 6))
+                bar.update(task, completed=state["step"], info=f"loss {step_loss:.4f}  lr {lr:.2e}")
+                if cfg.save_every and state["step"] % cfg.save_every == 0:
+                    save_checkpoint()
+                if state["step"] >= total_steps:
+                    break
+            else:  # the epoch ran to its end
+                state["epoch"] += 1
+                state["micro"] = 0
+
+    # -- save -------------------------------------------------------------------------------------
+    acc.wait_for_everyone()
+    train_s = time.time() - t_loop
+    state_dict = acc.get_state_dict(model)  # full weights on rank 0, gathered under FSDP
+    model = acc.unwrap_model(model)
+    state.update(totals())
+    if main:
+        save_model(cfg, model, processor, state_dict, out)
+        run = {
+            "data": str(cfg.data), "format": fmt, "counts": counts.as_dict(),
+            "base": str(cfg.base), "arch": arch.model_type, "mode": "lora" if cfg.lora else "full",
+            "merged": cfg.merge, "freeze_vision": cfg.freeze_vision,
+            "params": n_params, "trainable_params": n_trainable,
+            "world_size": world, "batch_size": bs, "grad_accum": ga, "global_batch": bs * ga * world,
+            "lr": cfg.lr, "lr_decay": cfg.lr_decay, "epochs_planned": cfg.epochs, "max_steps": cfg.max_steps,
+            "precision": acc.mixed_precision, "steps": state["step"],
+            "epochs_done": state["epoch"] + state["micro"] / micro_per_epoch,
+            "examples_seen": state["examples_seen"], "tokens": state["tokens"],
+            "supervised_tokens": state["supervised_tokens"], "skipped_images": state["skipped_images"],
+            "final_loss": state["losses"][-1] if state["losses"] else None, "losses": state["losses"],
+            "resumed_from": cfg.resume, "train_s": round(train_s, 3), "wall_s": round(time.time() - t0, 3),
+        }
+        (out / "run.json").write_text(json.dumps(run, indent=2))
+    else:
+        run = {}
+    acc.wait_for_everyone()
+    return Result(run=run, model=model, processor=processor)
