@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,47 +113,50 @@ async def litellm_loop(url: str, n: int, c: int) -> None:
     await pool(n, c, call)
 
 
-def measure(name: str, coro_factory, n: int, ideal: float) -> float:
-    """Calls/s of one run; CPU is this (client) process only: the server has its own."""
+def measure(coro_factory, n: int) -> tuple[float, float]:
+    """(calls/s, client CPU ms per call) of one run; CPU is this process only: the server has its own."""
     cpu0, t0 = time.process_time(), time.perf_counter()
     run(coro_factory())
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    rate = n / wall
-    print(f"{name:<36} {rate:9.0f} calls/s   efficiency {rate / ideal:6.1%}   "
-          f"client CPU {1000 * cpu / n:6.3f} ms/call   ({n} calls in {wall:.2f} s)")
-    return rate
+    return n / wall, 1000 * cpu / n
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--latency-ms", type=float, default=50.0)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--litellm", action="store_true", help="also time a naive litellm.acompletion loop")
     a = ap.parse_args()
     proc, url = start_server(a.latency_ms)
     ideal = a.concurrency / (a.latency_ms / 1000)
-    print(f"fixed-latency server {a.latency_ms:g} ms, C={a.concurrency}, N={a.n}: "
-          f"ideal C/latency = {ideal:.0f} calls/s")
+    print(f"fixed-latency server {a.latency_ms:g} ms, C={a.concurrency}, N={a.n}, {a.rounds} interleaved "
+          f"rounds: ideal C/latency = {ideal:.0f} calls/s")
+    paths = {
+        "bare aiohttp client": lambda t: bare(url, a.n, a.concurrency),
+        "engine Client (trace+cache+limits)": lambda t: engine_client(url, a.n, a.concurrency, t),
+        "generate, chain --mode full": lambda t: engine_runner(url, a.n, a.concurrency, t, "full"),
+        "generate, chain (default, staged)": lambda t: engine_runner(url, a.n, a.concurrency, t, "staged"),
+    }
+    if a.litellm:
+        paths["naive litellm.acompletion"] = lambda t: litellm_loop(url, a.n, a.concurrency)
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            t = Path(tmp)
-            measure("warm-up (bare aiohttp)", lambda: bare(url, min(a.n, 500), a.concurrency), min(a.n, 500), ideal)
-            b = measure("bare aiohttp client", lambda: bare(url, a.n, a.concurrency), a.n, ideal)
-            (t / "c").mkdir()
-            e = measure("engine Client (trace+cache+limits)", lambda: engine_client(url, a.n, a.concurrency, t / "c"), a.n, ideal)
-            (t / "r").mkdir()
-            r = measure("generate, chain --mode full", lambda: engine_runner(url, a.n, a.concurrency, t / "r", "full"), a.n, ideal)
-            (t / "s").mkdir()
-            s = measure("generate, chain (default)", lambda: engine_runner(url, a.n, a.concurrency, t / "s", "staged"), a.n, ideal)
-            if a.litellm:
-                measure("naive litellm.acompletion", lambda: litellm_loop(url, a.n, a.concurrency), a.n, ideal)
-        print(f"ratio engine Client / bare aiohttp: {e / b:.2f}")
-        print(f"ratio generate --mode full / bare aiohttp: {r / b:.2f}")
-        print(f"ratio generate default (staged) / bare aiohttp: {s / b:.2f}")
+        run(bare(url, 500, a.concurrency))  # warm-up
+        for _ in range(a.rounds):
+            for name, factory in paths.items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    runs[name].append(measure(lambda: factory(Path(tmp)), a.n))
     finally:
         proc.terminate()
         proc.wait()
+    medians = {name: (statistics.median(r for r, _ in rs), statistics.median(c for _, c in rs))
+               for name, rs in runs.items()}
+    bare_rate = medians["bare aiohttp client"][0]
+    for name, (rate, cpu) in medians.items():
+        print(f"{name:<36} {rate:7.0f} calls/s  efficiency {rate / ideal:6.1%}  client CPU {cpu:6.3f} ms/call"
+              f"  ratio to bare {rate / bare_rate:5.2f}")
 
 
 if __name__ == "__main__":
