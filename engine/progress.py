@@ -14,6 +14,7 @@ class RunProgress:
         self.finished = 0
         self.errors = 0
         self._started = time.perf_counter()
+        self.enabled = enabled
         self._shown = 0.0
         self._progress = Progress(
             TextColumn("[bold]items"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -23,6 +24,8 @@ class RunProgress:
     def advance(self, ok: bool) -> None:
         self.finished += 1
         self.errors += not ok
+        if not self.enabled:
+            return
         now = time.perf_counter()
         if now - self._shown < 0.25:  # redrawing the stats per item would cost more than the item
             self._progress.advance(self._task)
