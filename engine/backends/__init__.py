@@ -17,9 +17,14 @@ def make_backend(model: str, api_base: str | None = None, client: str = "auto") 
         raise UsageError(f"bad model string {model!r}: expected e.g. openai/gpt-4o, hosted_vllm/NAME")
     scheme, sep, rest = model.partition(":")
     if sep and "/" not in scheme:
-        if scheme in ("vllm", "hf"):
-            raise UsageError(f"--model {scheme}: in-process backends are not built yet; serve the model "
-                             f"and use hosted_vllm/NAME --api-base URL")
+        if scheme == "hf":
+            from engine.backends.hf import HFBackend
+
+            return HFBackend.from_spec(rest)
+        if scheme == "vllm":
+            from engine.backends.vllm_inprocess import VLLMBackend
+
+            return VLLMBackend.from_spec(rest)
         raise UsageError(f"bad model string {model!r}: unknown scheme {scheme!r} (use vllm:, hf: or a "
                          f"LiteLLM provider/model)")
     if model.startswith(DIRECT_PREFIXES) and client != "litellm":
