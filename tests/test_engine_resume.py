@@ -21,6 +21,12 @@ def _wait_for(predicate, what: str, limit_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def _start(args: list) -> subprocess.Popen:
+    """`stagewise ARGS` in the background, as a user's shell would run it."""
+    return subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def test_kill_9_then_resume(tmp_path, fake_server_factory):
     server = fake_server_factory(latency_ms=5)
     rows = [{"id": f"q{i}", "question": f"Question {i}?"} for i in range(30)]
@@ -29,8 +35,7 @@ def test_kill_9_then_resume(tmp_path, fake_server_factory):
     out = tmp_path / "run"
     args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
             "--concurrency", "4", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = _start(args)
     results = out / "results.jsonl"
     # "stuck" has finished its summary and caption calls and waits on reasoning; others keep finishing
     _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call")
@@ -82,8 +87,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_rows(tmp_path, fake_server_fact
     out = tmp_path / "run"
     args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
             "--concurrency", "2", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _start(args)
     _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled call")
     _wait_for(lambda: (out / "results.jsonl").exists() and len((out / "results.jsonl").read_text().splitlines()) >= 5,
               "5 finished rows")

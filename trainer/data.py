@@ -192,15 +192,21 @@ def read_results(path, image_root=None, check_images: bool = True) -> tuple[list
         reason = _keep_result(row)
         img = None
         if reason is None:
-            img, reason = resolve_image(row.get("image"), roots)
-        if reason is None and check_images and not check_image(img):
-            reason = "unreadable_image"
+            img, reason = _usable_image(row.get("image"), roots, check_images)
         if reason:
             counts.drop(reason)
             continue
         out.append(Example(rid, img, [(user_text(row), cot_text(row))]))
     counts.kept = len(out)
     return out, counts
+
+
+def _usable_image(ref, roots, check_images: bool):
+    """(path, None) for an image we can train on, else (None-or-path, reason to drop the row)."""
+    img, reason = resolve_image(ref, roots)
+    if reason is None and check_images and not check_image(img):
+        reason = "unreadable_image"
+    return img, reason
 
 
 # --- LLaVA-CoT-100k -------------------------------------------------------------------------------
@@ -244,9 +250,7 @@ def read_llava_cot(path, image_root=None, check_images: bool = True) -> tuple[li
         if turns is None:
             counts.drop("bad_conversations")
             continue
-        img, reason = resolve_image(row.get("image"), roots)
-        if reason is None and check_images and not check_image(img):
-            reason = "unreadable_image"
+        img, reason = _usable_image(row.get("image"), roots, check_images)
         if reason:
             counts.drop(reason)
             continue
