@@ -6,6 +6,7 @@ from typing import Any, Awaitable, Callable
 
 from engine.client import Client
 from engine.items import Item
+from judges.scorers import score
 from stages.agent import Sampling
 from stages.tags import STAGES, format_stages
 
@@ -36,8 +37,6 @@ def result_fields(item: Item, stages: dict[str, str | None], repairs: list[str])
     answer = stages.get("conclusion")
     correct = None
     if item.answer is not None:
-        from judges.scorers import score
-
         correct = bool(answer is not None and score(answer, item.answer, item.choices))
     return {"stages": {s: stages.get(s) for s in STAGES}, "response": response, "answer": answer,
             "correct": correct, "repairs": repairs}

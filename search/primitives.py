@@ -11,7 +11,7 @@ stage's own prompt (`--mode staged`, or any backend that cannot continue).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.errors import BadOutput
@@ -19,8 +19,15 @@ from engine.items import Item
 from engine.messages import assistant_message, user_message
 from engine.trace import child_span
 from engine.types import Request
-from judges.pairwise import (JudgeInputs, NotJudgeable, check_messages, judge_inputs, judge_messages, judgeable,
-                             precheck_then_judge)
+from judges.pairwise import (
+    JudgeInputs,
+    NotJudgeable,
+    check_messages,
+    judge_inputs,
+    judge_messages,
+    judgeable,
+    precheck_then_judge,
+)
 from judges.selection import bracket, knockout
 from judges.verdict import check_failed, check_failed_faithful, decide
 from search.base import Roles, Settings
@@ -220,10 +227,8 @@ class Ops:
 
 
 def _with_role(request: Request, role: str, seed_offset: int) -> Request:
-    from dataclasses import replace
-
+    """A judge or check request: its own role in traces, and (for judge retries) a fresh seed, so a
+    retried verdict is a new sample rather than the cached unparseable one."""
     seed = None if request.seed is None else request.seed + seed_offset
     return replace(request, seed=seed, tags={**request.tags, "role": role})
 
-
-__all__ = ["Ops", "STAGES"]
