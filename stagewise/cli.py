@@ -76,10 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=_compare)
 
     # commands whose modules import their heavy parts (torch, vllm) only when they run
-    from stagewise import serve
+    from stagewise import demo, serve
     from trainer import cli as trainer_cli
 
-    for module in (trainer_cli, serve):
+    for module in (trainer_cli, serve, demo):
         module.register(sub)
     return parser
 

@@ -15,11 +15,12 @@ import torch
 IGNORE = -100
 
 
-def messages(turns: list[tuple[str, str]], upto: int | None = None) -> list[dict]:
-    """Chat messages for the first `upto` turns (all by default), the image in the first user turn."""
+def messages(turns: list[tuple[str, str]], upto: int | None = None, image: bool = True) -> list[dict]:
+    """Chat messages for the first `upto` turns (all by default), the image (unless `image` is
+    False: a text-only dialog) in the first user turn."""
     msgs = []
     for i, (user, assistant) in enumerate(turns[:upto]):
-        content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": user}]
+        content = ([{"type": "image"}] if i == 0 and image else []) + [{"type": "text", "text": user}]
         msgs += [{"role": "user", "content": content},
                  {"role": "assistant", "content": [{"type": "text", "text": assistant}]}]
     return msgs
@@ -29,14 +30,14 @@ def _render(processor, msgs, add_generation_prompt=False) -> str:
     return processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def assistant_char_spans(processor, turns) -> tuple[str, list[tuple[int, int]]]:
+def assistant_char_spans(processor, turns, image: bool = True) -> tuple[str, list[tuple[int, int]]]:
     """(full text, [(start, end) of each assistant turn in characters]). The end includes the
     template's end-of-turn token(s), so the model learns to stop."""
-    full = _render(processor, messages(turns))
+    full = _render(processor, messages(turns, image=image))
     spans = []
     for k in range(len(turns)):
-        prompt = _render(processor, messages(turns, k + 1)[:-1], add_generation_prompt=True)
-        done = _render(processor, messages(turns, k + 1))
+        prompt = _render(processor, messages(turns, k + 1, image)[:-1], add_generation_prompt=True)
+        done = _render(processor, messages(turns, k + 1, image))
         if not (full.startswith(prompt) and full.startswith(done)):
             raise ValueError("the chat template does not render a dialog's prefix as a prefix of the "
                              "whole dialog; prompt-prefix masking cannot be used with it")
@@ -48,7 +49,8 @@ class Collator:
     """Callable for a DataLoader: [(PIL image, turns) or None] -> batch dict with `labels`.
 
     None items (images that failed to decode) are dropped and counted in ``batch["skipped"]``; a batch
-    with nothing left is returned as ``{"skipped": n}``. `max_length` truncates from the right (the
+    with nothing left is returned as ``{"skipped": n}``; an item (None, turns) is a text-only dialog.
+    `max_length` truncates from the right (the
     paper truncates nothing; this caps memory on outliers).
     """
 
@@ -65,8 +67,9 @@ class Collator:
         skipped = len(items) - len(good)
         if not good:
             return {"skipped": skipped}
-        texts, spans = zip(*(assistant_char_spans(self.processor, turns) for _, turns in good))
-        batch = self.processor(images=[[im] for im, _ in good], text=list(texts), padding=True,
+        texts, spans = zip(*(assistant_char_spans(self.processor, turns, im is not None) for im, turns in good))
+        images = [[im] if im is not None else [] for im, _ in good]  # [] = a text-only dialog
+        batch = self.processor(images=images if any(images) else None, text=list(texts), padding=True,
                                padding_side="right", add_special_tokens=False, return_tensors="pt")
         ids = batch["input_ids"]
         labels = torch.full_like(ids, IGNORE)

@@ -6,6 +6,7 @@ Two formats come in, one comes out (`Example`):
   scored correct. The response is trimmed to ``<SUMMARY>…</CONCLUSION>``.
 - LLaVA-CoT-100k (``{id, image, conversations: [{from: human|gpt, value}]}``, .jsonl or a .json array):
   turns are paired (human, gpt), ``<image>`` placeholders are removed (the collator places the image).
+  A row without an ``image`` (absent or null) is a text-only dialog, as in LLaVA's instruction mixes.
 
 A row whose image is missing, remote or unreadable is skipped and counted, never a crash: one bad file
 in 100k must not cost a training run. Only stdlib + Pillow here, so the light test suite covers it.
@@ -30,7 +31,7 @@ COT_RE = re.compile(r"<SUMMARY>(.*?)</SUMMARY>\s*<CAPTION>(.*?)</CAPTION>\s*"
 class Example:
     """One training dialog: the image goes with the first user turn; loss on the assistant turns."""
     id: str
-    image: str  # an existing file path, or a data: URL
+    image: str | None  # an existing file path, or a data: URL; None for a text-only dialog
     turns: list[tuple[str, str]]  # (user, assistant) pairs
 
 
@@ -104,6 +105,8 @@ class Dialogs:
 
     def __getitem__(self, i: int):
         ex = self.examples[i]
+        if ex.image is None:
+            return None, ex.turns  # a text-only dialog (a bare None is a decode failure)
         try:
             return open_image(ex.image), ex.turns
         except Exception:  # noqa: BLE001 - same policy as check_image
@@ -250,7 +253,9 @@ def read_llava_cot(path, image_root=None, check_images: bool = True) -> tuple[li
         if turns is None:
             counts.drop("bad_conversations")
             continue
-        img, reason = _usable_image(row.get("image"), roots, check_images)
+        img, reason = None, None
+        if row.get("image") is not None:  # no image: a text-only dialog
+            img, reason = _usable_image(row.get("image"), roots, check_images)
         if reason:
             counts.drop(reason)
             continue

@@ -1,0 +1,65 @@
+"""`python -m chartbench items|trainset|base|score ...`: the benchmark's own commands.
+
+    python -m chartbench items OUT --n 200 --seed 7        # OUT/ITEMS.jsonl + OUT/images/
+    python -m chartbench trainset OUT --n 30000 --seed 1   # OUT/train.jsonl for `stagewise train`
+    python -m chartbench base OUT                          # the untrained base model (needs torch)
+    python -m chartbench score RUN_DIR ITEMS.jsonl         # accuracy per question type vs chance
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chartbench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("items", help="write a seeded benchmark: OUT/ITEMS.jsonl + images")
+    p.add_argument("out")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("trainset", help="write OUT/train.jsonl: teacher traces + judge + pre-check examples")
+    p.add_argument("out")
+    p.add_argument("--n", type=int, default=30000, help="charts (each gives a trace and maybe judge/check rows)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--judges", type=float, default=0.6, help="chance of a judge example per chart")
+    p.add_argument("--checks", type=float, default=0.25, help="chance of a pre-check example per chart")
+    p = sub.add_parser("base", help="build the untrained base model (LLaVA, fitted tokenizer)")
+    p.add_argument("out")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--vision-hidden", type=int, default=128)
+    p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("score", help="accuracy per question type of a run, with chance")
+    p.add_argument("run", help="a run DIR (results.jsonl) or compare DIR (one sub-folder per graph)")
+    p.add_argument("items")
+    args = parser.parse_args(argv)
+    t0 = time.time()
+    if args.command == "items":
+        from chartbench.bench import write_items
+
+        path = write_items(args.out, args.n, args.seed)
+        print(f"wrote {args.n} items to {path} ({time.time() - t0:.1f} s)")
+    elif args.command == "trainset":
+        from chartbench.trainset import Mix, write_trainset
+
+        path, counts = write_trainset(args.out, args.n, args.seed, Mix(judges=args.judges, checks=args.checks))
+        print(f"wrote {sum(counts.values())} rows ({dict(counts)}) to {path} ({time.time() - t0:.1f} s)")
+    elif args.command == "base":
+        from chartbench.base import build
+
+        out = build(args.out, hidden=args.hidden, layers=args.layers, vision_hidden=args.vision_hidden,
+                    vocab_size=args.vocab_size, seed=args.seed)
+        print(f"wrote the base model to {out} ({time.time() - t0:.1f} s)")
+    else:
+        from chartbench.score import score_runs, table
+
+        print(table(score_runs(args.run, args.items)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""`stagewise demo`: the whole job, offline, on a laptop CPU, in a few minutes.
+
+It draws a fresh chart benchmark (chartbench: bar and line charts with exact answers), then runs
+chain, best_of_n and stage_beam on it with the small vision-language model shipped in
+stagewise/model/ — trained by `stagewise train` on chartbench's teacher traces and judge examples
+(stagewise/model/TRAINING.md), so the same model answers in four stages and judges its own
+candidates, as in LLaVA-CoT — in-process through the transformers backend (`--model hf:DIR`). It
+prints the compare table, accuracy per question type next to chance, and where the traces and the
+report are. Nothing is downloaded; no API key is read.
+
+Nothing heavy is imported here: the CLI imports this module for every command.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+MODEL_DIR = Path(__file__).resolve().parent / "model"
+GRAPHS = "chain,best_of_n,stage_beam"
+DEFAULT_ITEMS = 24
+DEFAULT_N = 4
+DEFAULT_SEED = 2026      # the shipped model was trained on chartbench seed 1
+DEFAULT_MAX_TOKENS = 96  # a whole four-stage answer is ~45 tokens for this model's tokenizer
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "LITELLM_LOCAL_MODEL_COST_MAP": "True", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _fail(msg: str) -> int:
+    print(f"stagewise demo: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def compare_args(items: Path, out: Path, model: str, *, n: int, seed: int, max_tokens: int,
+                 graphs: str = GRAPHS, progress: bool = True) -> argparse.Namespace:
+    """The options `stagewise compare` would parse for this run (stagewise.jobs reads these)."""
+    return argparse.Namespace(
+        items=items, out=out, model=model, judge_model=None, api_base=None, judge_api_base=None,
+        mode="full",  # the hf backend continues the chosen prefix, as the model was trained
+        n=n, selection="bracket", faithful=False, max_sentences=64, concurrency=64, items_in_flight=None,
+        rpm=None, tpm=None, timeout=600.0, max_retries=1, backoff=0.5, seed=seed, temperature=0.6,
+        top_p=0.9, max_tokens=max_tokens, max_image_side=1024, no_cache=False, cache=None,
+        client="auto", no_progress=not progress, graphs=graphs)
+
+
+def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED, n: int = DEFAULT_N,
+             model_dir: Path = MODEL_DIR, graphs: str = GRAPHS, max_tokens: int = DEFAULT_MAX_TOKENS,
+             progress: bool = True) -> dict:
+    """Generate the benchmark into OUT, compare the graphs on it; returns the report plus
+    `by_type` (chartbench.score) and `wall_s`."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    from chartbench.bench import write_items
+    from chartbench.score import score_runs, table
+    from engine.loop import run
+    from stagewise.jobs import run_compare
+
+    t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    items_path = write_items(out, items, seed)
+    args = compare_args(items_path, out, f"hf:{model_dir}", n=n, seed=seed, max_tokens=max_tokens,
+                        graphs=graphs, progress=progress)
+    report = run(run_compare(args))
+    names = [g.strip() for g in graphs.split(",") if g.strip()]
+    by_type = score_runs(out, items_path)
+    report["by_type"] = by_type
+    report["by_type_markdown"] = table(by_type, names)
+    report["wall_s"] = round(time.time() - t0, 1)
+    return report
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        return _fail(f"needs {', '.join(missing)}: pip install -e '.[hf]' (or 'stagewise[hf]')")
+    model_dir = Path(args.model).expanduser() if args.model else MODEL_DIR
+    if not (model_dir / "config.json").is_file():
+        return _fail(f"no model in {model_dir} (expected config.json there; see stagewise/model/TRAINING.md)")
+    for name in ("items", "n", "max_tokens"):
+        if getattr(args, name) < 1:
+            return _fail(f"--{name.replace('_', '-')} must be at least 1")
+    out = Path(args.out)
+    print(f"stagewise demo: {args.items} fresh chart questions (seed {args.seed}) -> {out}/ITEMS.jsonl; "
+          f"graphs {args.graphs} with N={args.n}, model hf:{model_dir}, offline, on "
+          f"{os.cpu_count()} CPU core(s)", flush=True)
+    report = run_demo(out, items=args.items, seed=args.seed, n=args.n, model_dir=model_dir.resolve(),
+                      graphs=args.graphs, max_tokens=args.max_tokens, progress=not args.no_progress)
+    print()
+    print(report["markdown"])
+    print()
+    print("accuracy per question type (chance = a uniform guess among the answers the question allows):")
+    print(report["by_type_markdown"])
+    print()
+    print(f"done in {report['wall_s']:.0f} s. report: {out / 'report.md'} (+ report.json, report.png); "
+          f"per graph: {out}/<graph>/results.jsonl (answers), traces.jsonl (every call and verdict), "
+          f"summary.json; items and charts: {out / 'ITEMS.jsonl'}, {out / 'images'}/")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `demo` to an argparse `_SubParsersAction` (as trainer.cli.register does)."""
+    p = subparsers.add_parser(
+        "demo", help="offline end-to-end demo: chart benchmark + built-in model, chain vs best_of_n vs stage_beam",
+        description=__doc__.split("\n\n")[1].replace("\n", " "))
+    p.add_argument("--out", default="stagewise-demo", help="output folder (default ./stagewise-demo)")
+    p.add_argument("--items", type=int, default=DEFAULT_ITEMS, help=f"questions (default {DEFAULT_ITEMS})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"benchmark and sampling seed (default {DEFAULT_SEED})")
+    p.add_argument("--n", type=int, default=DEFAULT_N, help=f"candidates per step for best_of_n and stage_beam (default {DEFAULT_N})")
+    p.add_argument("--graphs", default=GRAPHS, help=f"graphs to compare (default {GRAPHS})")
+    p.add_argument("--model", default=None, help="a model folder to use instead of the shipped one")
+    p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                   help=f"max new tokens per call (default {DEFAULT_MAX_TOKENS})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)

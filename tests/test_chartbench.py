@@ -1,0 +1,218 @@
+"""chartbench without torch: seeded items, exact answers (checked against the pixels too), teacher
+traces that parse and score, judge and pre-check examples in the reference's format, the train file."""
+import json
+import random
+
+import pytest
+from PIL import Image
+
+from chartbench import charts, corrupt, judging, questions, teacher, trainset
+from chartbench.bench import from_row, make_item, make_items, read_items, write_items
+from chartbench.score import score_run, table
+from judges.pairwise import render_check, render_judge
+from judges.scorers import score
+from judges.verdict import check_failed, check_failed_faithful, extract_reason, parse_verdict, parse_verdict_faithful
+from stages.agent import question_text
+from stages.tags import parse_stages
+from trainer import data as trainer_data
+
+ITEMS = make_items(300, seed=11)
+
+
+def test_items_are_deterministic_and_prefix_stable(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write_items(a, 12, seed=3)
+    write_items(b, 12, seed=3)
+    write_items(c, 12, seed=4)
+    assert (a / "ITEMS.jsonl").read_bytes() == (b / "ITEMS.jsonl").read_bytes()
+    assert (a / "ITEMS.jsonl").read_bytes() != (c / "ITEMS.jsonl").read_bytes()
+    for row in map(json.loads, (a / "ITEMS.jsonl").read_text().splitlines()):
+        assert (a / row["image"]).read_bytes() == (b / row["image"]).read_bytes()
+        assert set(row) >= {"id", "question", "image", "answer", "type", "chart"}
+        assert ("choices" in row) == (row["type"] in ("bar_choice", "line_trend"))
+    assert [i.id for i in make_items(5, 3)] == [i.id for i in make_items(12, 3)[:5]]
+    assert [i.id for i in read_items(a / "ITEMS.jsonl")] == [i.id for i in make_items(12, 3)]
+
+
+def test_every_question_type_appears_and_ids_are_unique():
+    assert {i.question.qtype for i in ITEMS} == set(questions.TYPES)
+    assert len({i.id for i in ITEMS}) == len(ITEMS)
+
+
+def _oracle(item) -> str:
+    """The answer worked out independently of questions.ask."""
+    c, v, q = item.chart.colours, item.chart.values, item.question
+    t, p = q.qtype, q.params
+    hi, lo = v.index(max(v)), v.index(min(v))
+    if t == "bar_tallest":
+        return c[hi]
+    if t == "bar_shortest":
+        return c[lo]
+    if t in ("bar_value", "line_value"):
+        return str(v[p["i"]])
+    if t == "bar_difference":
+        return str(abs(v[p["i"]] - v[p["j"]]))
+    if t in ("bar_count", "line_count"):
+        return str(len(v))
+    if t == "bar_choice":
+        return "ABCD"[q.choices.index(c[hi] if p["most"] == "tallest" else c[lo])]
+    if t == "line_peak":
+        return str(hi + 1)
+    if t == "line_range":
+        return str(max(v) - min(v))
+    assert t == "line_trend"
+    return "ABCD"[q.choices.index("up" if v[p["i"] + 1] > v[p["i"]] else "down")]
+
+
+def test_answers_are_exact():
+    for item in ITEMS:
+        assert item.question.answer == _oracle(item), item.id
+        assert 0 < item.chance <= 0.5
+
+
+def _read_values_from_pixels(im: Image.Image, chart: charts.Chart) -> list[int]:
+    """Values measured on the PNG: a bar's top edge, or a point's marker centre, per column."""
+    s = im.width // charts.CANVAS
+    px = im.load()
+    out = []
+    for j in range(chart.n):
+        x = (j * charts.COLUMN + charts.COLUMN // 2) * s
+        colour = charts.PALETTE[chart.colours[j] if chart.kind == "bar" else chart.line_colour]
+        ys = [y for y in range(im.height) if px[x, y] == colour]
+        if chart.kind == "bar":
+            out.append(round((charts.CANVAS - ys[0] / s) / charts.UNIT))
+        else:  # the marker is centred half a step above the value's grid line
+            centre = (ys[0] + ys[-1]) / 2 / s
+            out.append(round((charts.CANVAS - centre + charts.UNIT / 2) / charts.UNIT))
+    return out
+
+
+def test_pictures_show_the_data(tmp_path):
+    for item in ITEMS[:40]:
+        im = charts.render(item.chart)
+        assert im.size == (charts.CANVAS * charts.SCALE,) * 2
+        assert _read_values_from_pixels(im, item.chart) == list(item.chart.values), item.id
+
+
+def test_teacher_traces_have_four_stages_and_score_correct():
+    for item in ITEMS:
+        stages = teacher.trace(item.chart, item.question)
+        text = teacher.format_trace(stages)
+        parsed = parse_stages(text)
+        assert parsed.complete and not parsed.repairs, item.id
+        assert parsed.stages == stages
+        q = item.question
+        assert score(parsed.stages["conclusion"], q.answer, list(q.choices) if q.choices else None), item.id
+        assert trainer_data.cot_text({"response": text}) == text  # the trainer keeps it whole
+        for v in item.chart.values:  # the caption transcribes every value
+            assert str(v) in stages["caption"]
+
+
+def test_wrong_stages_differ_and_wrong_answers_score_wrong():
+    rng = random.Random(0)
+    for item in ITEMS:
+        chart, q = item.chart, item.question
+        good = teacher.trace(chart, q)
+        choices = list(q.choices) if q.choices else None
+        assert corrupt.wrong_caption(chart, rng)[0] != good["caption"]
+        assert corrupt.wrong_summary(chart, q, rng) != good["summary"]
+        assert corrupt.wrong_solution(chart, q, rng).reasoning != good["reasoning"]
+        assert not score(corrupt.wrong_conclusion(chart, q, rng), q.answer, choices)
+        bad = corrupt.corrupt_answer(chart, q, rng)
+        assert teacher.format_trace(bad) != teacher.format_trace(good)
+
+
+@pytest.mark.parametrize("kind", judging.JUDGE_KINDS)
+def test_judge_examples_are_the_engines_prompts_with_a_reference_verdict(kind):
+    rng = random.Random(kind)
+    sides = set()
+    for item in ITEMS[:60]:
+        ex = judging.judge_example(item, kind, rng)
+        q = item.question
+        qt = question_text(q.text, list(q.choices) if q.choices else None)
+        assert ex.image and ex.kind == kind and ex.better in (1, 2)
+        sides.add(ex.better)
+        assert ex.prompt.startswith(render_judge(kind, qt, "R1", "R2").split("\nRepsonse 1:")[0].split("\n\nHint")[0])
+        assert f"Question: {qt}" in ex.prompt and "Repsonse 1: " in ex.prompt and "Repsonse 2: " in ex.prompt
+        right = teacher.format_trace(teacher.trace(item.chart, q)) if kind == "answer" else \
+            teacher.trace(item.chart, q)[kind]
+        assert f"Repsonse {ex.better}: {right}\n" in ex.prompt
+        if kind in ("reasoning", "conclusion"):
+            assert "Hint about the Question: " + teacher.caption(item.chart) in ex.prompt
+        # the target is "Since [reason], I choose response [1/2]." and both parsers read it right
+        assert ex.target.startswith("Since ") and ex.target.endswith(f", I choose response {ex.better}.")
+        assert parse_verdict(ex.target) == ex.better - 1
+        assert parse_verdict_faithful(ex.target) == ex.better - 1
+        assert extract_reason(ex.target)
+    assert sides == {1, 2}
+
+
+def test_check_examples_are_text_only_and_read_back():
+    rng = random.Random(1)
+    for item in ITEMS[:80]:
+        for wrong in (False, True):
+            ex = judging.check_example(item, rng, wrong=wrong)
+            assert not ex.image and ex.kind == "check"
+            assert ex.target == ("incorrect" if wrong else "correct")
+            assert check_failed(ex.target) is wrong and check_failed_faithful(ex.target) is wrong
+            caption = teacher.caption(item.chart)
+            assert ex.prompt.startswith(render_check(caption, "X").split("Reasoning Process:")[0])
+
+
+def test_trainset_reads_back_in_the_trainer(tmp_path):
+    path, counts = trainset.write_trainset(tmp_path, 40, seed=5, mix=trainset.Mix(judges=1.0, checks=0.5))
+    assert counts["trace"] == 40 and sum(counts[k] for k in judging.JUDGE_KINDS) == 40 and counts["check"] > 0
+    examples, got, fmt = trainer_data.load(path)
+    assert fmt == "llava-cot" and got.kept == sum(counts.values()) and not got.dropped
+    by_kind = {}
+    for ex in examples:
+        by_kind.setdefault(ex.id.rsplit("-", 1)[1], []).append(ex)
+    assert all(ex.image is None for ex in by_kind["check"])
+    assert all(ex.image and ex.image.endswith(".png") for k, exs in by_kind.items() if k != "check" for ex in exs)
+    trace = by_kind["trace"][0]
+    item = make_item(5, 0, split="train")
+    assert trace.turns == [(trainset.full_prompt(item), teacher.format_trace(teacher.trace(item.chart, item.question)))]
+    # the prompt is what the engine sends in --mode full
+    assert trace.turns[0][0].endswith("Question: " + item.question.text) or "Options:" in trace.turns[0][0]
+
+
+def test_score_per_type(tmp_path):
+    path = write_items(tmp_path, 20, seed=2)
+    items = read_items(path)
+    rows = [{"id": it.id, "status": "ok", "correct": k % 2 == 0} for k, it in enumerate(items)]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
+    s = score_run(tmp_path / "run" / "results.jsonl", path)
+    assert s["all"]["n"] == 20 and s["all"]["correct"] == 10  # the missing last row counts wrong
+    assert abs(s["all"]["chance"] - sum(i.chance for i in items) / 20) < 1e-3
+    assert "| all | 20 | 0.50 |" in table({"run": s})
+    assert from_row(json.loads(path.read_text().splitlines()[0])) == items[0]
+
+
+def test_benchmarks_and_training_sets_never_share_a_chart():
+    assert all(charts.split_of(i.chart) == "test" for i in ITEMS)
+    train = make_items(300, seed=11, split="train")
+    assert all(charts.split_of(i.chart) == "train" for i in train)
+    assert not {i.chart for i in ITEMS} & {i.chart for i in train}
+    share = sum(charts.split_of(charts.random_chart(random.Random(k))) == "test" for k in range(2000)) / 2000
+    assert 0.15 < share < 0.25
+
+
+def test_the_models_tokenizer_splits_answers_at_stage_boundaries():
+    """Continued generation restarts from the text up to a closing tag; that prefix must tokenize
+    exactly as it does inside the whole answer (chartbench.base pre-splits tags, digits, colours)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from stagewise.demo import MODEL_DIR
+
+    if not (MODEL_DIR / "tokenizer.json").is_file():
+        pytest.skip("no shipped model in stagewise/model/")
+    tok = tokenizers.Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
+    for item in ITEMS[:50]:
+        text = teacher.format_trace(teacher.trace(item.chart, item.question))
+        ids = tok.encode(text, add_special_tokens=False).ids
+        for tag in ("</SUMMARY>", "</CAPTION>", "</REASONING>"):
+            prefix = text[:text.index(tag) + len(tag)]
+            pre = tok.encode(prefix, add_special_tokens=False).ids
+            assert ids[:len(pre)] == pre, (item.id, tag)
+        assert tok.decode(ids) == text
+        assert len(ids) < 80  # the whole answer is short for this tokenizer

@@ -1,0 +1,63 @@
+"""`stagewise demo`: its wiring (light), and the whole run end to end on two items with the shipped
+model in-process (needs torch + transformers)."""
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from stagewise import demo
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="stagewise")
+    demo.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_register_adds_demo_with_defaults():
+    args = _parser().parse_args(["demo"])
+    assert args.func is demo.cmd_demo
+    assert (args.items, args.n, args.seed, args.graphs) == (demo.DEFAULT_ITEMS, demo.DEFAULT_N, demo.DEFAULT_SEED,
+                                                            "chain,best_of_n,stage_beam")
+
+
+def test_importing_demo_loads_nothing_heavy():
+    code = ("import sys, stagewise.demo; heavy = [m for m in ('torch', 'transformers', 'litellm', 'PIL') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_missing_model_is_a_usage_error(tmp_path, capsys):
+    args = _parser().parse_args(["demo", "--out", str(tmp_path / "o"), "--model", str(tmp_path / "none")])
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    assert args.func(args) == 2
+    assert "no model in" in capsys.readouterr().err
+
+
+def test_demo_end_to_end_on_two_items(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if not (demo.MODEL_DIR / "config.json").is_file():
+        pytest.skip("no shipped model in stagewise/model/")
+    out = tmp_path / "demo"
+    args = _parser().parse_args(["demo", "--out", str(out), "--items", "2", "--n", "2", "--seed", "5",
+                                 "--no-progress"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    for graph in ("chain", "best_of_n", "stage_beam"):
+        rows = [json.loads(line) for line in (out / graph / "results.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), rows
+        assert all(r["correct"] is not None for r in rows)
+        assert f"| {graph} |" in printed
+        events = [json.loads(line) for line in (out / graph / "traces.jsonl").read_text().splitlines()]
+        calls = [e for e in events if e.get("event") == "llm.call"]
+        assert calls and all(e["model"].startswith("hf:") for e in calls)
+        if graph != "chain":  # the same model judged its own candidates
+            assert any(e.get("role") == "judge" for e in calls)
+            assert any(e.get("event") == "judge.verdict" for e in events)
+    assert (out / "report.md").is_file() and (out / "ITEMS.jsonl").is_file()
+    assert "question type" in printed and "report:" in printed
