@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--judges", type=float, default=0.6, help="chance of a judge example per chart")
     p.add_argument("--checks", type=float, default=0.25, help="chance of a pre-check example per chart")
+    p.add_argument("--types", default=None,
+                   help="comma-separated question types to draw from (repeat one to weight it; default all)")
     p = sub.add_parser("base", help="build the untrained base model (LLaVA, fitted tokenizer)")
     p.add_argument("out")
     p.add_argument("--hidden", type=int, default=256)
@@ -44,9 +46,15 @@ def main(argv=None) -> int:
         path = write_items(args.out, args.n, args.seed)
         print(f"wrote {args.n} items to {path} ({time.time() - t0:.1f} s)")
     elif args.command == "trainset":
+        from chartbench.questions import TYPES
         from chartbench.trainset import Mix, write_trainset
 
-        path, counts = write_trainset(args.out, args.n, args.seed, Mix(judges=args.judges, checks=args.checks))
+        types = tuple(t.strip() for t in args.types.split(",") if t.strip()) if args.types else TYPES
+        unknown = sorted(set(types) - set(TYPES))
+        if unknown:
+            parser.error(f"unknown question type(s) {', '.join(unknown)}; known: {', '.join(TYPES)}")
+        path, counts = write_trainset(args.out, args.n, args.seed, Mix(judges=args.judges, checks=args.checks),
+                                      types)
         print(f"wrote {sum(counts.values())} rows ({dict(counts)}) to {path} ({time.time() - t0:.1f} s)")
     elif args.command == "base":
         from chartbench.base import build

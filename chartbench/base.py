@@ -16,9 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainer.tiny import IMAGE_SIZE, LLAVA_SPECIALS, LLAVA_TEMPLATE
-
 from chartbench.charts import PALETTE
+from trainer.tiny import IMAGE_SIZE, LLAVA_SPECIALS, LLAVA_TEMPLATE
 
 # Tags, single digits, runs of newlines and colour names are their own pre-tokens (a colour is then
 # one token wherever it appears); everything between may merge.
@@ -48,8 +47,14 @@ def build(out: str | os.PathLike, *, hidden: int = 256, layers: int = 4, vision_
           vision_layers: int = 2, vocab_size: int = 2048, corpus_items: int = 1500, seed: int = 0) -> Path:
     """Write the base model folder (random weights, fitted tokenizer, processor, chat template)."""
     import torch
-    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     from chartbench.trainset import corpus
     from trainer.save import save_servable

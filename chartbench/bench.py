@@ -49,17 +49,20 @@ def make_items(n: int, seed: int = 0, types: tuple[str, ...] = TYPES, split: str
     return [make_item(seed, i, types, split) for i in range(n)]
 
 
+def items_text(items: list[BenchItem]) -> str:
+    """The ITEMS.jsonl text for `items`, images under images/<id>.png."""
+    return "".join(json.dumps(item.row(f"images/{item.id}.png")) + "\n" for item in items)
+
+
 def write_items(out, n: int, seed: int = 0, types: tuple[str, ...] = TYPES) -> Path:
     """Write OUT/ITEMS.jsonl and OUT/images/*.png; return the ITEMS path."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    lines = []
-    for item in make_items(n, seed, types):
-        rel = f"images/{item.id}.png"
-        render(item.chart).save(out / rel, optimize=True)
-        lines.append(json.dumps(item.row(rel)))
+    items = make_items(n, seed, types)
+    for item in items:
+        render(item.chart).save(out / "images" / f"{item.id}.png", optimize=True)
     path = out / "ITEMS.jsonl"
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    path.write_text(items_text(items), encoding="utf-8")
     return path
 
 

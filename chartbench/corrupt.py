@@ -11,7 +11,7 @@ import random
 from dataclasses import replace
 
 from chartbench.charts import MAX_VALUE, MIN_ITEMS, PALETTE, Chart
-from chartbench.questions import LETTERS, Question, kind_of, TYPES
+from chartbench.questions import LETTERS, TYPES, Question, kind_of
 from chartbench.teacher import SUMMARIES, Solution, caption, solve, summary
 
 CAPTION_ERRORS = ("value", "colour", "drop", "swap")

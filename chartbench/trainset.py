@@ -17,6 +17,7 @@ from pathlib import Path
 from chartbench.bench import BenchItem, make_item
 from chartbench.charts import render
 from chartbench.judging import JUDGE_KINDS, Example, check_example, judge_example
+from chartbench.questions import TYPES
 from chartbench.teacher import format_trace, trace
 from stages.agent import question_text
 from stages.prompts import load_prompt
@@ -58,16 +59,18 @@ def row(ex_id: str, ex: Example, image: str | None) -> dict:
     return r
 
 
-def write_trainset(out, n: int, seed: int = 1, mix: Mix = Mix()) -> tuple[Path, Counter]:
+def write_trainset(out, n: int, seed: int = 1, mix: Mix = Mix(),
+                   types: tuple[str, ...] = TYPES) -> tuple[Path, Counter]:
     """OUT/train.jsonl (+ OUT/images/) from `n` train-split charts (item i of seed `seed`, as
-    bench.make_item draws it); returns the file and a count of rows per kind."""
+    bench.make_item draws it; `types` may repeat a type to weight it); returns the file and a
+    count of rows per kind."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     counts: Counter = Counter()
     rng = random.Random(f"chartbench-train:{seed}")
     with open(out / "train.jsonl", "w", encoding="utf-8") as f:
         for i in range(n):
-            item = make_item(seed, i, split="train")
+            item = make_item(seed, i, types, split="train")
             image = f"images/{item.id}.png"
             render(item.chart).save(out / image, optimize=True)
             for k, ex in enumerate(examples(item, rng, mix)):

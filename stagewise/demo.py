@@ -20,9 +20,9 @@ from pathlib import Path
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 GRAPHS = "chain,best_of_n,stage_beam"
-DEFAULT_ITEMS = 24
+DEFAULT_ITEMS = 100
 DEFAULT_N = 4
-DEFAULT_SEED = 2026      # the shipped model was trained on chartbench seed 1
+DEFAULT_SEED = 2026      # benchmarks draw test-split charts; the model was trained on train-split ones
 DEFAULT_MAX_TOKENS = 96  # a whole four-stage answer is ~45 tokens for this model's tokenizer
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -46,6 +46,22 @@ def compare_args(items: Path, out: Path, model: str, *, n: int, seed: int, max_t
         client="auto", no_progress=not progress, graphs=graphs)
 
 
+class OutInUse(ValueError):
+    """OUT holds a demo of other items: its results would mix with these."""
+
+
+def check_out(out: Path, items: int, seed: int) -> None:
+    """A rerun with the same items resumes (and replays from the cache); other items need a new OUT."""
+    from chartbench.bench import items_text, make_items
+
+    existing = out / "ITEMS.jsonl"
+    if existing.is_file() and existing.read_text(encoding="utf-8") != items_text(make_items(items, seed)):
+        raise OutInUse(f"{out} holds a demo of other items (another --items or --seed); "
+                       f"pass a new --out or remove that folder")
+    if not existing.is_file() and out.is_dir() and any(out.iterdir()):
+        raise OutInUse(f"{out} is not empty and holds no demo; pass a new --out")
+
+
 def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED, n: int = DEFAULT_N,
              model_dir: Path = MODEL_DIR, graphs: str = GRAPHS, max_tokens: int = DEFAULT_MAX_TOKENS,
              progress: bool = True) -> dict:
@@ -59,6 +75,7 @@ def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED,
     from stagewise.jobs import run_compare
 
     t0 = time.time()
+    check_out(out, items, seed)
     out.mkdir(parents=True, exist_ok=True)
     items_path = write_items(out, items, seed)
     args = compare_args(items_path, out, f"hf:{model_dir}", n=n, seed=seed, max_tokens=max_tokens,
@@ -88,8 +105,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"stagewise demo: {args.items} fresh chart questions (seed {args.seed}) -> {out}/ITEMS.jsonl; "
           f"graphs {args.graphs} with N={args.n}, model hf:{model_dir}, offline, on "
           f"{os.cpu_count()} CPU core(s)", flush=True)
-    report = run_demo(out, items=args.items, seed=args.seed, n=args.n, model_dir=model_dir.resolve(),
-                      graphs=args.graphs, max_tokens=args.max_tokens, progress=not args.no_progress)
+    try:
+        report = run_demo(out, items=args.items, seed=args.seed, n=args.n, model_dir=model_dir.resolve(),
+                          graphs=args.graphs, max_tokens=args.max_tokens, progress=not args.no_progress)
+    except OutInUse as exc:
+        return _fail(str(exc))
     print()
     print(report["markdown"])
     print()
@@ -109,8 +129,10 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("--out", default="stagewise-demo", help="output folder (default ./stagewise-demo)")
     p.add_argument("--items", type=int, default=DEFAULT_ITEMS, help=f"questions (default {DEFAULT_ITEMS})")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"benchmark and sampling seed (default {DEFAULT_SEED})")
-    p.add_argument("--n", type=int, default=DEFAULT_N, help=f"candidates per step for best_of_n and stage_beam (default {DEFAULT_N})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"benchmark and sampling seed (default {DEFAULT_SEED})")
+    p.add_argument("--n", type=int, default=DEFAULT_N,
+                   help=f"candidates per step for best_of_n and stage_beam (default {DEFAULT_N})")
     p.add_argument("--graphs", default=GRAPHS, help=f"graphs to compare (default {GRAPHS})")
     p.add_argument("--model", default=None, help="a model folder to use instead of the shipped one")
     p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,

@@ -216,3 +216,30 @@ def test_the_models_tokenizer_splits_answers_at_stage_boundaries():
             assert ids[:len(pre)] == pre, (item.id, tag)
         assert tok.decode(ids) == text
         assert len(ids) < 80  # the whole answer is short for this tokenizer
+
+
+def test_trainer_collates_text_only_checks_beside_image_rows(tmp_path):
+    """Pre-check rows carry no image: the collator batches them with image rows, no image token in
+    their text, loss on the assistant's answer only."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import AutoProcessor
+
+    from stagewise.demo import MODEL_DIR
+    from trainer.collate import IGNORE, Collator
+
+    if not (MODEL_DIR / "config.json").is_file():
+        pytest.skip("no shipped model in stagewise/model/")
+    path, counts = trainset.write_trainset(tmp_path, 6, seed=2, mix=trainset.Mix(judges=0.0, checks=1.0))
+    examples, _, _ = trainer_data.load(path)
+    rows = trainer_data.Dialogs(examples)
+    batch_items = [rows[0], next(rows[i] for i in range(len(rows)) if rows[i][0] is None)]
+    proc = AutoProcessor.from_pretrained(MODEL_DIR)
+    batch = Collator(proc)(batch_items)
+    image_id = proc.tokenizer.convert_tokens_to_ids("<image>")
+    ids, labels = batch["input_ids"], batch["labels"]
+    assert (ids[0] == image_id).sum() == 16 and (ids[1] == image_id).sum() == 0
+    assert batch["pixel_values"].shape[0] == 1
+    for i, (_, turns) in enumerate(batch_items):
+        supervised = proc.tokenizer.decode(labels[i][labels[i] != IGNORE])
+        assert supervised.startswith(turns[0][1]) and supervised.endswith("<|im_end|>\n")

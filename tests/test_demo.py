@@ -61,3 +61,19 @@ def test_demo_end_to_end_on_two_items(tmp_path, capsys):
             assert any(e.get("event") == "judge.verdict" for e in events)
     assert (out / "report.md").is_file() and (out / "ITEMS.jsonl").is_file()
     assert "question type" in printed and "report:" in printed
+
+
+def test_an_out_folder_of_other_items_is_refused(tmp_path):
+    from chartbench.bench import write_items
+
+    write_items(tmp_path / "d", 3, seed=1)
+    demo.check_out(tmp_path / "d", 3, 1)  # the same items: a rerun resumes
+    with pytest.raises(demo.OutInUse):
+        demo.check_out(tmp_path / "d", 3, 2)
+    with pytest.raises(demo.OutInUse):
+        demo.check_out(tmp_path / "d", 4, 1)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("mine")
+    with pytest.raises(demo.OutInUse):
+        demo.check_out(tmp_path / "other", 3, 1)
+    demo.check_out(tmp_path / "new", 3, 1)
