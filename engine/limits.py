@@ -33,7 +33,7 @@ class AdaptiveConcurrency:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()  # we were granted a slot just as we were cancelled
-            else:
+            elif fut in self._waiters:  # `_wake` may already have popped (and skipped) our future
                 self._waiters.remove(fut)
             raise
 
