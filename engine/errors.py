@@ -21,6 +21,12 @@ class CallTimeout(CallError):
     kind = "timeout"
 
 
+class ConnectionFailed(CallError):
+    """Refused, reset or dropped before a reply: a wrong --api-base, or a server that is down."""
+
+    kind = "connection"
+
+
 class ServerError(CallError):
     kind = "server"
 
@@ -36,6 +42,13 @@ class BadRequest(CallError):
 
     retryable = False
     kind = "bad_request"
+
+
+# What an error row's `error_cause` can be, beyond the call errors' kinds above.
+INPUT_CAUSE = "input"        # a malformed line, a missing or unreadable image: rerunning cannot help
+INTERNAL_CAUSE = "internal"  # an unexpected exception in stagewise or a graph
+RETRYABLE_CAUSES = frozenset({"rate_limit", "timeout", "connection", "server", "bad_output", "bad_request",
+                              "error"})  # the provider's or the network's: a rerun retries these
 
 
 class UsageError(Exception):

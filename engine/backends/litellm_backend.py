@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from engine.errors import BadOutput, BadRequest, CallError, CallTimeout, RateLimited, ServerError
+from engine.errors import (BadOutput, BadRequest, CallError, CallTimeout, ConnectionFailed, RateLimited,
+                           ServerError)
 from engine.backends.openai_compat import retry_after_seconds
 from engine.secrets import redact
 from engine.types import Capabilities, Completion, Request
@@ -79,7 +80,9 @@ def _typed(exc: Exception) -> CallError:
         return RateLimited(message, retry_after=retry_after_seconds(headers.get("retry-after")))
     if name in {"Timeout", "APITimeoutError"} or status == 408:
         return CallTimeout(message)
-    if name in {"APIConnectionError", "InternalServerError", "ServiceUnavailableError"} or (
+    if name == "APIConnectionError":
+        return ConnectionFailed(message)
+    if name in {"InternalServerError", "ServiceUnavailableError"} or (
             isinstance(status, int) and status >= 500):
         return ServerError(message)
     if name in {"JSONDecodeError", "APIResponseValidationError"}:

@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from engine import pricing
-from engine.errors import BadOutput, BadRequest, RateLimited, ServerError
+from engine.errors import BadOutput, BadRequest, ConnectionFailed, RateLimited, ServerError
 from engine.secrets import redact
 from engine.types import Capabilities, Completion, Request
 
@@ -85,7 +85,7 @@ class OpenAICompatBackend:
                 status = resp.status
                 retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
         except aiohttp.ClientError as exc:  # refused, reset, dropped mid-reply
-            raise ServerError(f"connection failed: {type(exc).__name__}: {exc}") from None
+            raise ConnectionFailed(f"connection failed: {type(exc).__name__}: {exc}") from None
         if status == 429:
             raise RateLimited(f"HTTP 429: {_snippet(raw)}", retry_after=retry_after)
         if status >= 500 or status == 408:
