@@ -97,12 +97,13 @@ async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tr
     run_usage = Usage()
     seen: set[str] = set()
     progress = RunProgress(total=await asyncio.to_thread(_count_lines, items_path),
-                           done=len(results.done), usage=run_usage, enabled=show_progress)
+                           done=len(results.done), enabled=show_progress)
 
     async def process(entry: Item | BadLine) -> None:
         row: dict[str, Any] = {"id": entry.id, "status": "error", "error": None, **meta}
         t0 = time.perf_counter()
         with item_span(entry.id, graph=meta.get("graph")) as span:
+            progress.start(span.usage)  # its calls count on the display as they are made
             if isinstance(entry, BadLine):
                 row["error"] = entry.error
             else:
@@ -129,7 +130,7 @@ async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tr
         tracer.flush(every_s=0.5)  # traces are logs: flushed twice a second, rows at once
         results.append(row)
         run_usage.add(span.usage)
-        progress.advance(ok=row["status"] == "ok")
+        progress.advance(ok=row["status"] == "ok", usage=span.usage)
 
     entries = iter(read_items(items_path))
 
