@@ -6,6 +6,9 @@ number of verdicts in ceil(log2 N) rounds whose comparisons run concurrently, so
 log2 N judge latencies instead of N-1. Its selection distribution differs from the knockout's (every
 candidate plays at most ceil(log2 N) games), which is why traces record the mode.
 
+Randomness comes from `Streams` (judges/streams.py): the knockout's draws are one sequential stream;
+the bracket's seeding and each pair's order have their own, so no draw depends on when replies arrive.
+
 `compare(a, b)` is the caller's judge: it returns `a` or `b`. With `valid` given, a comparison where
 a side fails `valid(candidate)` is decided without calling `compare` (the valid side wins; if both
 are invalid the second does, mirroring the reference's default), so a candidate missing its tags
@@ -14,10 +17,11 @@ loses instead of crashing the item. Without `valid` every pair goes to `compare`
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from judges.streams import Streams
 
 Compare = Callable[[int, int], Awaitable[int]]
 Valid = Callable[[Any], bool]
@@ -71,15 +75,17 @@ def _check(candidates: Sequence[Any]) -> None:
         raise ValueError("selection needs at least one candidate")
 
 
-async def knockout(candidates: Sequence[Any], compare: Compare, rng: random.Random, *,
+async def knockout(candidates: Sequence[Any], compare: Compare, streams: Streams, *,
                    valid: Valid | None = None) -> Selection:
-    """The reference's random sequential knockout, reproducible from `rng`.
+    """The reference's random sequential knockout, reproducible from `streams`.
 
     While more than one remains: c1 = pool.pop(rng.randrange(len(pool))), c2 likewise; judge (c1, c2);
-    append the winner to the pool. (The reference draws with unseeded np.random.randint; the draw
-    procedure is the same, the generator is seedable.)
+    append the winner to the pool. `rng` is `streams.rng("draws")`, this knockout's alone: its draws
+    come one after another, between verdicts, in an order no timing can change. (The reference draws
+    with unseeded np.random.randint; the draw procedure is the same, the generator is seedable.)
     """
     _check(candidates)
+    rng = streams.rng("draws")
     pool = list(range(len(candidates)))
     verdicts: list[Verdict] = []
     forfeits: list[int] = []
@@ -95,25 +101,26 @@ async def knockout(candidates: Sequence[Any], compare: Compare, rng: random.Rand
 
 
 async def bracket(candidates: Sequence[Any], compare: Compare, *, valid: Valid | None = None,
-                  rng: random.Random | None = None) -> Selection:
+                  streams: Streams | None = None) -> Selection:
     """A single-elimination bracket: pairs (0,1), (2,3), ... judged concurrently each round; with an
     odd count the last one gets a bye and leads the next round (so no candidate gets two byes in a
     row). N-1 verdicts in ceil(log2 N) rounds, recorded round by round in pair order.
 
-    With `rng`, the seeding and each pair's order are shuffled, so a judge's position bias (or the
-    faithful rule's default to response 2) does not always favour the same slots.
+    With `streams`, the seeding and each pair's order are shuffled, so a judge's position bias (or the
+    faithful rule's default to response 2) does not always favour the same slots. The seeding draws
+    from `streams.rng("seeding")`, the order of round r's pair (a, b) from `streams.rng("order", r, a, b)`.
     """
     _check(candidates)
     pool = list(range(len(candidates)))
-    if rng is not None:
-        rng.shuffle(pool)
+    if streams is not None:
+        streams.rng("seeding").shuffle(pool)
     verdicts: list[Verdict] = []
     forfeits: list[int] = []
     rounds = 0
     while len(pool) > 1:
         pairs = [(pool[i], pool[i + 1]) for i in range(0, len(pool) - 1, 2)]
-        if rng is not None:
-            pairs = [(b, a) if rng.random() < 0.5 else (a, b) for a, b in pairs]
+        if streams is not None:
+            pairs = [(b, a) if streams.rng("order", rounds, a, b).random() < 0.5 else (a, b) for a, b in pairs]
         bye = [pool[-1]] if len(pool) % 2 else []
         results = await asyncio.gather(*(_decide(candidates, compare, valid, a, b) for a, b in pairs),
                                        return_exceptions=True)

@@ -172,7 +172,8 @@ async def decide(ask: Callable[[], Awaitable[str]], rng: random.Random, *, faith
     Faithful: one call, the reference rule; parse is "fallback" when neither "I choose response 1"
     nor "... 2" occurs (the rule's default picked response 2). Default: robust parse; an unparseable
     answer is asked again up to `retries` times, then the tie is broken with `rng` and parse is
-    "fallback".
+    "fallback". `rng` must be this decision's own (see judges/streams.py): shared with concurrent
+    decisions, the tie-breaks would depend on which reply came first.
     """
     outputs = [await ask()]
     if faithful:

@@ -10,7 +10,7 @@ stage's own prompt (`--mode staged`, or any backend that cannot continue).
 """
 from __future__ import annotations
 
-import random
+import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,6 +29,7 @@ from judges.pairwise import (
     precheck_then_judge,
 )
 from judges.selection import bracket, knockout
+from judges.streams import Streams
 from judges.verdict import check_failed, check_failed_faithful, decide
 from search.base import Roles, Settings
 from stages.agent import StageAgent, question_text
@@ -68,18 +69,11 @@ class Ops:
         self.settings = settings
         self.roles = roles
         self.question = question_text(item.question, item.choices)
-        self._rng: random.Random | None = None
+        self.streams = Streams(f"{settings.sampling.seed}:{item.id}")
         self.continues = settings.mode == "full" and roles.generator.capabilities.continue_assistant
         self.full_prompt = self.prompts.full.render(question=self.question)
         self.repairs: dict[str, list[str]] = {}  # candidate text → what was repaired along its path
         self.stages_of: dict[str, dict[str, str]] = {"": {}}  # candidate text → its stages, unparsed
-
-    @property
-    def rng(self) -> random.Random:
-        """Seeded per item, so verdicts do not depend on which items ran concurrently."""
-        if self._rng is None:
-            self._rng = random.Random(f"{self.settings.sampling.seed}:{self.item.id}")
-        return self._rng
 
     # --- generate -------------------------------------------------------------------------------
 
@@ -161,15 +155,16 @@ class Ops:
         if len(candidates) == 1:
             return 0
         faithful = self.settings.faithful
+        streams = self._streams(candidates, kind)
         with child_span(stage=kind, selection=self.settings.selection):
             async def compare(a: int, b: int) -> int:
-                return await self._compare(candidates, kind, a, b, prefix)
+                return await self._compare(candidates, kind, a, b, prefix, streams)
 
             valid = None if faithful else (lambda text: judgeable(kind, text))
             if self.settings.selection == "knockout":
-                chosen = await knockout(candidates, compare, self.rng, valid=valid)
+                chosen = await knockout(candidates, compare, streams, valid=valid)
             else:
-                chosen = await bracket(candidates, compare, valid=valid, rng=self.rng)
+                chosen = await bracket(candidates, compare, valid=valid, streams=streams)
             tracer = self.roles.judge.tracer
             for position in chosen.forfeits:
                 pair, winner = chosen.verdicts[position]
@@ -177,7 +172,15 @@ class Ops:
                              reason="the other candidate lacks what this judge needs", selection=chosen.mode)
             return chosen.winner
 
-    async def _compare(self, candidates: list[str], kind: str, a: int, b: int, prefix: str | None) -> int:
+    def _streams(self, candidates: list[str], kind: str) -> Streams:
+        """This selection's random streams: keyed by seed, item, judge and the candidates themselves, so
+        each sentence step or repeated stage gets its own, with no counter whose order timing could
+        change (a user's graph may run selections concurrently)."""
+        digest = hashlib.sha256("\0".join(candidates).encode()).hexdigest()[:16]
+        return self.streams.child(kind, digest)
+
+    async def _compare(self, candidates: list[str], kind: str, a: int, b: int, prefix: str | None,
+                       streams: Streams) -> int:
         faithful = self.settings.faithful
         try:
             if kind == "sentence" and prefix is not None and not faithful:
@@ -203,7 +206,7 @@ class Ops:
                     [out] = await self.roles.judge.complete(request)
                     return out.text
 
-                d = await decide(ask, self.rng, faithful=faithful)
+                d = await decide(ask, streams.rng("tie", a, b), faithful=faithful)
                 decision.update(parse=d.parse, reason=d.reason)
                 return d.winner
 

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from judges.selection import Verdict, bracket, knockout
+from judges.streams import Streams
 
 
 def better_wins(quality, log=None):
@@ -23,7 +24,7 @@ def better_wins(quality, log=None):
 def reference_knockout_order(n, seed):
     """The reference loop, written out independently: pop random c1, pop random c2, re-pool winner
     (here: the lower index wins, so the order of pops alone is tested)."""
-    rng, pool, pairs = random.Random(seed), list(range(n)), []
+    rng, pool, pairs = Streams(str(seed)).rng("draws"), list(range(n)), []
     while len(pool) > 1:
         c1 = pool.pop(rng.randrange(len(pool)))
         c2 = pool.pop(rng.randrange(len(pool)))
@@ -35,7 +36,7 @@ def reference_knockout_order(n, seed):
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 10])
 async def test_knockout_makes_n_minus_1_verdicts_and_finds_the_best(n):
     quality = random.Random(n).sample(range(100), n)
-    sel = await knockout(list("x" * n), better_wins(quality), random.Random(7))
+    sel = await knockout(list("x" * n), better_wins(quality), Streams("7"))
     assert len(sel.verdicts) == n - 1 and sel.judge_calls == n - 1
     assert sel.winner == max(range(n), key=quality.__getitem__)
     assert sel.mode == "knockout" and sel.forfeits == []
@@ -44,24 +45,33 @@ async def test_knockout_makes_n_minus_1_verdicts_and_finds_the_best(n):
 async def test_knockout_follows_reference_pop_order():
     async def lower(a, b):
         return min(a, b)
-    sel = await knockout([None] * 6, lower, random.Random(3))
+    sel = await knockout([None] * 6, lower, Streams("3"))
     assert [v.pair for v in sel.verdicts] == reference_knockout_order(6, 3)
 
 
 async def test_knockout_same_seed_same_verdict_sequence():
     quality = [3, 9, 1, 7, 5, 2, 8, 4]
-    runs = [await knockout(quality, better_wins(quality), random.Random(42)) for _ in range(3)]
+    runs = [await knockout(quality, better_wins(quality), Streams("42")) for _ in range(3)]
     assert runs[0].verdicts == runs[1].verdicts == runs[2].verdicts
-    other = await knockout(quality, better_wins(quality), random.Random(43))
+    other = await knockout(quality, better_wins(quality), Streams("43"))
     assert other.verdicts != runs[0].verdicts
 
 
-async def test_knockout_winner_is_re_pooled_and_can_be_judged_again():
-    quality = [0, 0, 0, 10]
-    sel = await knockout(quality, better_wins(quality), random.Random(1))
-    assert sum(3 in v.pair for v in sel.verdicts) >= 1
-    # every verdict's winner is one of its pair, and each later pair draws from the pool
-    assert all(v.winner in v.pair for v in sel.verdicts)
+@pytest.mark.parametrize("select", ["knockout", "bracket"])
+@pytest.mark.parametrize("seed", range(6))
+async def test_each_verdict_pairs_two_candidates_still_in_play(select, seed):
+    """Replay the verdicts: each pairs two candidates nobody has beaten yet, its loser is out, and the
+    one left standing is the selection's winner (the best one, under a judge that prefers quality)."""
+    n = 7
+    quality = random.Random(seed).sample(range(100), n)
+    streams = Streams(str(seed))
+    sel = await (knockout(quality, better_wins(quality), streams) if select == "knockout"
+                 else bracket(quality, better_wins(quality), streams=streams))
+    alive = set(range(n))
+    for (a, b), winner in sel.verdicts:
+        assert a != b and {a, b} <= alive, f"{(a, b)} judged when only {sorted(alive)} remain"
+        alive.discard(b if winner == a else a)
+    assert alive == {sel.winner} == {max(range(n), key=quality.__getitem__)}
 
 
 async def test_knockout_is_sequential():
@@ -74,7 +84,7 @@ async def test_knockout_is_sequential():
         await asyncio.sleep(0.001)
         running -= 1
         return a
-    await knockout(list(range(8)), compare, random.Random(0))
+    await knockout(list(range(8)), compare, Streams("0"))
     assert peak == 1
 
 
@@ -116,8 +126,8 @@ async def test_bracket_bye_leads_next_round_and_verdicts_in_round_order():
 async def test_bracket_with_rng_shuffles_seeding_reproducibly():
     async def second(a, b):
         return b
-    a = await bracket(list(range(8)), second, rng=random.Random(5))
-    b = await bracket(list(range(8)), second, rng=random.Random(5))
+    a = await bracket(list(range(8)), second, streams=Streams("5"))
+    b = await bracket(list(range(8)), second, streams=Streams("5"))
     plain = await bracket(list(range(8)), second)
     assert a.verdicts == b.verdicts and a.verdicts != plain.verdicts
 
@@ -134,7 +144,7 @@ async def test_invalid_candidates_lose_without_a_judge_call(select):
         return max(a, b)
 
     if select == "knockout":
-        sel = await knockout(candidates, compare, random.Random(0), valid=valid)
+        sel = await knockout(candidates, compare, Streams("0"), valid=valid)
     else:
         sel = await bracket(candidates, compare, valid=valid)
     assert sel.winner == 4
@@ -158,7 +168,7 @@ async def test_without_valid_every_pair_goes_to_the_judge():
     async def compare(a, b):
         calls.append((a, b))
         return a
-    await knockout([None, None, None], compare, random.Random(0))
+    await knockout([None, None, None], compare, Streams("0"))
     assert len(calls) == 2
 
 
@@ -168,7 +178,7 @@ async def test_compare_must_return_one_of_the_pair(select):
         return 99
     with pytest.raises(ValueError, match="returned 99"):
         if select == "knockout":
-            await knockout([1, 2], bad, random.Random(0))
+            await knockout([1, 2], bad, Streams("0"))
         else:
             await bracket([1, 2], bad)
 
@@ -179,4 +189,4 @@ async def test_judge_errors_propagate_and_empty_pool_is_rejected():
     with pytest.raises(RuntimeError, match="backend down"):
         await bracket([1, 2, 3, 4], boom)
     with pytest.raises(ValueError):
-        await knockout([], boom, random.Random(0))
+        await knockout([], boom, Streams("0"))
