@@ -13,7 +13,16 @@ Faults are asked for by directives in the request's text, so one run can mix the
   [[slow:STAGE]] first request whose stop is </STAGE> waits until released (GET /release)
   [[answer:X]]   the conclusion answers X (default "A")
   [[echo-auth]]  answer 401 quoting the Authorization header (a provider that echoes the key)
-"Exact request" = same body, so a retry counts as the next attempt. GET /stats reports counters.
+  [[jitter:MS]]  every request waits a random 0..MS ms first (unseeded), so replies arrive in a new order
+  [[retry-after:S]]  the Retry-After header of scripted 429s (default 0.05)
+  [[fail-seed:S]]    a request whose `seed` is S always answers 400 (a fanned-out sample that fails)
+  [[slow-seed:S,T]]  requests with these seeds wait until the client disconnects (counted as
+                     `disconnected` in /stats) or --hang-s passes
+"Exact request" = same body, so a retry counts as the next attempt. GET /stats reports counters;
+GET /log lists every request in arrival order: {t (server's monotonic clock, s), model, seed, body
+(hash of the body, equal for retries), status, tokens (usage total_tokens of the reply, 0 if none)}.
+What a request is answered (qualities, verdicts, stages) lives in tests/servers/answers.py, shared with
+the Anthropic and Gemini servers there.
 """
 from __future__ import annotations
 
@@ -21,14 +30,16 @@ import argparse
 import asyncio
 import hashlib
 import json
-import re
+import random
 import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 from aiohttp import web
 
-DIRECTIVE = re.compile(r"\[\[([a-z0-9_\-]+?)(?:x(\d+)|:([^\]]+))?\]\]")
-STAGES = ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION")
+sys.path.insert(0, str(Path(__file__).resolve().parent / "servers"))
+from answers import directives_in, quality, reply, stage_of  # noqa: E402  (shared with tests/servers/)
 
 
 def _text_of(messages: list[dict]) -> str:
@@ -42,49 +53,6 @@ def _text_of(messages: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def quality(seed: int, sample: int, n: int, stage: str = "") -> int:
-    """Candidates of one request get distinct qualities 0..n-1; which index is best varies by stage."""
-    return (sample + seed + len(stage)) % max(1, n)
-
-
-def stage_bodies(answer: str, q: int) -> dict[str, str]:
-    """One sentence per stage, q (the candidate's quality) inside it, decimals to tempt splitters."""
-    return {"SUMMARY": f"I will compare the bars, plan q={q}.",
-            "CAPTION": f"A bar chart whose tallest bar is 3.5 units, caption q={q}.",
-            "REASONING": f"Since 3.5 is the largest value the answer follows, reasoning q={q}.",
-            "CONCLUSION": f"(q={q}) The answer is {answer}."}
-
-
-def four_stage_answer(answer: str, q: int, tags: bool = True) -> str:
-    bodies = stage_bodies(answer, q)
-    if not tags:
-        return "".join(f"<{s}>{b} " for s, b in bodies.items())
-    return "".join(f"<{s}>{b}</{s}>" for s, b in bodies.items())
-
-
-def continuation(prefix: str, answer: str, q: int) -> str:
-    """What comes after `prefix`: close its open stage, then every stage it does not have yet."""
-    opened = [s for s in STAGES if f"<{s}>" in prefix]
-    closed = [s for s in STAGES if f"</{s}>" in prefix]
-    out = "".join(f"</{s}>" for s in opened if s not in closed)
-    bodies = stage_bodies(answer, q)
-    return out + "".join(f"<{s}>{bodies[s]}</{s}>" for s in STAGES if s not in opened)
-
-
-def judge_reply(text: str, directives: dict) -> str:
-    """Prefer the response with the higher q; the check always passes."""
-    if "judge-garbage" in directives:
-        return "Both responses have merits."
-    if "Reasoning Process:" in text:
-        return "correct"
-    r1 = re.search(r"Repsonse 1:(.*?)Repsonse 2:", text, re.S)
-    r2 = re.search(r"Repsonse 2:(.*)", text, re.S)
-    q1 = re.search(r"q=(\d+)", r1.group(1)) if r1 else None
-    q2 = re.search(r"q=(\d+)", r2.group(1)) if r2 else None
-    better = 2 if q2 and (not q1 or int(q2.group(1)) > int(q1.group(1))) else 1
-    return f"Since response {better} is better, I choose response {better}."
-
-
 class FakeServer:
     def __init__(self, latency_s: float, hang_s: float):
         self.latency_s = latency_s
@@ -93,12 +61,17 @@ class FakeServer:
         self.stats: Counter[str] = Counter()
         self.release = asyncio.Event()
         self.in_flight = 0
+        self.log: list[dict] = []  # one entry per request, stamped on arrival
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        request["log"] = entry = {"t": time.monotonic(), "status": None, "tokens": 0}
+        self.log.append(entry)
         self.in_flight += 1
         self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
         try:
-            return await self._chat(request)
+            response = await self._chat(request)
+            entry["status"] = entry["status"] or response.status
+            return response
         finally:
             self.in_flight -= 1
 
@@ -110,7 +83,9 @@ class FakeServer:
         except ValueError:
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
         text = _text_of(body.get("messages", []))
-        directives = {m.group(1): (m.group(2), m.group(3)) for m in DIRECTIVE.finditer(text)}
+        directives = directives_in(text)
+        request["log"].update(model=body.get("model"), seed=body.get("seed"),
+                              body=hashlib.sha256(raw).hexdigest()[:16])
         attempt = 1
         if directives:
             key = hashlib.sha256(raw).hexdigest()
@@ -122,13 +97,26 @@ class FakeServer:
         for name in ("429", "500", "503"):
             if name in directives and attempt <= int(directives[name][0] or 1):
                 self.stats[f"fault_{name}"] += 1
-                headers = {"Retry-After": "0.05"} if name == "429" else {}
+                retry_after = directives.get("retry-after", (None, "0.05"))[1]
+                headers = {"Retry-After": retry_after} if name == "429" else {}
                 return web.json_response({"error": {"message": f"scripted {name}"}}, status=int(name),
                                          headers=headers)
         if "echo-auth" in directives:
             auth = request.headers.get("Authorization", "")
             return web.json_response({"error": {"message": f"Incorrect API key provided: {auth}"}},
                                      status=401)
+        if "fail-seed" in directives and str(body.get("seed")) == directives["fail-seed"][1]:
+            self.stats["fault_seed"] += 1
+            return web.json_response({"error": {"message": "scripted failure for this seed"}}, status=400)
+        if "slow-seed" in directives and str(body.get("seed")) in directives["slow-seed"][1].split(","):
+            self.stats["slow_seed_waiting"] += 1
+            deadline = time.monotonic() + self.hang_s
+            while time.monotonic() < deadline:
+                if request.transport is None or request.transport.is_closing():
+                    self.stats["disconnected"] += 1
+                    request["log"]["status"] = "disconnected"
+                    return web.Response(status=499)
+                await asyncio.sleep(0.01)
         if "always500" in directives:
             self.stats["fault_always500"] += 1
             return web.json_response({"error": {"message": "scripted permanent failure"}}, status=500)
@@ -148,38 +136,23 @@ class FakeServer:
 
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        answer = directives.get("answer", (None, None))[1] or "A"
+        if "jitter" in directives:
+            await asyncio.sleep(random.uniform(0, float(directives["jitter"][1]) / 1000))
         seed = body.get("seed") or 0
         n = int(body.get("n") or 1)
         messages = body.get("messages", [])
         last_user = _text_of([m for m in messages if m.get("role") == "user"][-1:])
         prefix = messages[-1].get("content") if body.get("continue_final_message") else None
-        restated = re.search(r"continue it exactly where it stops; do not repeat it\):\n(.*)$", last_user, re.S)
-        if restated:
-            prefix = restated.group(1)
-        only = re.search(r"Now write only the (\w+) stage", last_user)
-        stage = next((s for s in STAGES if f"</{s}>" in stop), "")
+        stage = stage_of(stop)
         choices = []
         completion_tokens = 0
         for i in range(n):
-            q = quality(seed, i, n, stage)
-            if last_user.startswith("Now you act as a judge"):
-                content = judge_reply(last_user, directives)
-            elif prefix:
-                content = continuation(prefix, answer, q)
-            elif only:
-                tag = only.group(1)
-                close = "" if "notags" in directives else f"</{tag}>"
-                content = f"<{tag}>{stage_bodies(answer, q)[tag]}{close}"
-            else:
-                content = four_stage_answer(answer, q, tags="notags" not in directives)
-            for s in stop:
-                if s in content:
-                    content = content[: content.index(s)]
+            content = reply(last_user, prefix, stop, quality(seed, i, n, stage), directives)
             completion_tokens += len(content) // 4 + 1
             choices.append({"index": i, "message": {"role": "assistant", "content": content},
                             "finish_reason": "stop"})
         self.stats["ok"] += 1
+        request["log"]["tokens"] = len(text) // 4 + 1 + completion_tokens
         return web.json_response({
             "id": "chatcmpl-fake", "object": "chat.completion", "model": body.get("model"),
             "choices": choices,
@@ -188,6 +161,9 @@ class FakeServer:
 
     async def get_stats(self, _: web.Request) -> web.Response:
         return web.json_response(dict(self.stats))
+
+    async def get_log(self, _: web.Request) -> web.Response:
+        return web.json_response(self.log)
 
     async def do_release(self, _: web.Request) -> web.Response:
         self.release.set()
@@ -199,6 +175,7 @@ def make_app(latency_s: float = 0.0, hang_s: float = 30.0) -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", server.chat)
     app.router.add_get("/stats", server.get_stats)
+    app.router.add_get("/log", server.get_log)
     app.router.add_get("/release", server.do_release)
     app.router.add_get("/health", lambda _: web.Response(text="ok"))
     return app
