@@ -315,8 +315,9 @@ do_status() {
 }
 
 # prepare: the venv for running stagewise itself inside vLLM's venv (the in-process `vllm:` backend
-# tests): vllm + the torchvision shim (tiny LLaVA) + stagewise's small pure-Python core deps that
-# vllm does not bring. Prints the venv path on stdout.
+# tests) and for loading a trained LLaVA in vLLM (tests/test_trainer_vllm.py): vllm + the torchvision
+# shim (LLaVA) + stagewise's small pure-Python core deps that vllm does not bring. Prints the venv
+# path on stdout.
 do_prepare() {
   VISION=1 ensure_venv
   "$VPY" -m pip install --progress-bar off -q structlog orjson asyncio-throttle >&2

