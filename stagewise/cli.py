@@ -35,10 +35,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("full", "staged"), default="staged",
                    help="full: the 4-tag prompt in one call; staged: one call per stage")
     p.add_argument("--n", type=int, default=4, help="candidates per step for search graphs")
-    p.add_argument("--selection", choices=("bracket", "knockout"), default="bracket",
-                   help="bracket: N-1 verdicts in log2 N parallel rounds; knockout: the reference's sequential one")
+    p.add_argument("--selection", choices=("bracket", "knockout"), default=None,
+                   help="how a judge picks 1 of N: bracket = N-1 verdicts in log2 N concurrent rounds; knockout = "
+                        "the reference's sequential random knockout (default: bracket; knockout with --faithful)")
     p.add_argument("--faithful", action="store_true",
-                   help="reproduce the reference's verdict rule, pre-check and crashes exactly")
+                   help="run the reference end to end: its sequential random knockout (so --selection bracket is "
+                        "refused), its verdict rule (\"I choose response 1\", else response 2; no retry), its "
+                        "pre-check rule and judge inputs, and an error row where it crashes on a candidate "
+                        "missing its tags. Without it: robust verdict parsing, one retry, then a seeded "
+                        "tie-break; a candidate missing its tags loses")
     p.add_argument("--max-sentences", type=int, default=64, help="sentence_beam: most sentence steps per item")
     p.add_argument("--concurrency", type=int, default=64, help="max model calls in flight")
     p.add_argument("--items-in-flight", type=int, default=None, help="items solved at once (default: --concurrency)")
@@ -84,7 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resolve_selection(args: argparse.Namespace) -> None:
+    """--faithful means the reference's knockout; asking for the bracket as well is a contradiction."""
+    if args.faithful and args.selection == "bracket":
+        raise UsageError("--faithful runs the reference's sequential knockout: drop --selection bracket, "
+                         "or drop --faithful")
+    args.selection = args.selection or ("knockout" if args.faithful else "bracket")
+
+
 def _check_common(args: argparse.Namespace) -> None:
+    _resolve_selection(args)
     if not args.model:
         raise UsageError("no model: pass --model (e.g. hosted_vllm/NAME --api-base URL) or set STAGEWISE_MODEL")
     if not args.items.is_file() or not os.access(args.items, os.R_OK):

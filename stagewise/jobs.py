@@ -9,6 +9,7 @@ from typing import Any
 from engine.backends import make_backend
 from engine.cache import Cache
 from engine.client import Client
+from engine.errors import UsageError
 from engine.limits import Limits
 from engine.retry import RetryPolicy
 from engine.runner import run_items
@@ -28,6 +29,9 @@ class Job:
 
     def __init__(self, args: argparse.Namespace, spec: GraphSpec):
         self.args, self.spec = args, spec
+        if args.faithful and spec.selection == "bracket":
+            raise UsageError(f"graph {spec.name}: selection = \"bracket\" cannot run with --faithful, which "
+                             "runs the reference's sequential knockout")
         self.model = spec.models.get("generator") or args.model
         judge_model = spec.models.get("judge") or args.judge_model
         self.generator_backend = make_backend(self.model, args.api_base, args.client)
