@@ -14,23 +14,85 @@ from engine.loop import run
 
 GRAPH_NAMES = ("chain", "best_of_n", "sentence_beam", "stage_beam")
 
+DESCRIPTION = """\
+Make vision-language models reason step by step, the LLaVA-CoT way: SUMMARY -> CAPTION -> REASONING ->
+CONCLUSION, each in its own tag, with an LLM judge picking among candidates at each stage. Runs over
+JSONL datasets of any size: concurrent, rate-limited, retried, cached, resumable, traced. "The
+reference" in these helps is LLaVA-CoT's released code (github.com/PKU-YuanGroup/LLaVA-CoT), whose
+stage-level beam search stagewise reproduces."""
+
+REFERENCE = "\"The reference\" below is LLaVA-CoT's released code (github.com/PKU-YuanGroup/LLaVA-CoT)."
+
+EPILOG = """\
+examples:
+  stagewise demo                  the whole job offline on a CPU: a chart benchmark, a built-in model
+  stagewise generate items.jsonl --out runs/a --model openai/gpt-4o-mini          (OPENAI_API_KEY)
+  stagewise generate items.jsonl --out runs/b --graph stage_beam --n 4 \\
+      --model hosted_vllm/NAME --api-base http://127.0.0.1:8000/v1               (a vLLM server)
+  stagewise compare items.jsonl --out runs/c --graphs chain,best_of_n,stage_beam --model hf:MODEL_DIR
+  stagewise train runs/b --base MODEL_DIR --out trained/       (fine-tune on the run's answers)
+
+Rerun a command on the same --out to resume it. Exit status: 0 every item ok, 3 some rows are errors,
+2 bad usage, 130 interrupted. Each command's options: stagewise COMMAND --help. File formats,
+architecture, limits and providers: docs/README.md in the repository."""
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option shows its default; text laid out by hand (examples) keeps its line breaks.
+
+    A default is appended unless the help already says it, or the option is a flag or required; an
+    option whose default is None must say in its help what happens then."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if ("default" in help_text or not action.option_strings or action.nargs == 0 or action.required
+                or action.default in (None, argparse.SUPPRESS)):
+            return help_text
+        return help_text + " (default: %(default)s)"
+
 
 class _Parser(argparse.ArgumentParser):
     """Bad usage is one clear line and exit 2, not a screen of usage text."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"stagewise: error: {message} (see stagewise {self.prog.split()[-1]} --help)", file=sys.stderr)
+        print(f"stagewise: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("stagewise")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("items", type=Path, help="ITEMS.jsonl: {id, question, image?, answer?, choices?} per line")
-    p.add_argument("--out", type=Path, required=True, help="output folder (results, traces, summary)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder for results.jsonl, traces.jsonl, summary.json and the cache (required)")
     p.add_argument("--model", default=os.environ.get("STAGEWISE_MODEL"),
-                   help="LiteLLM model string (openai/gpt-4o, hosted_vllm/NAME, ...); env STAGEWISE_MODEL")
+                   help="what generates (and judges, unless --judge-model). A LiteLLM provider/model string: "
+                        "openai/gpt-4o-mini, anthropic/claude-..., gemini/..., any provider LiteLLM routes (keys "
+                        "from the provider's usual variable, e.g. OPENAI_API_KEY); an OpenAI-compatible server "
+                        "(vLLM, stagewise serve) as hosted_vllm/NAME or openai/NAME with --api-base. Or a model "
+                        "in this process: hf:DIR[?dtype=&device=&max_batch=&window_ms=&image_cache=&attn=&"
+                        "threads=] (transformers; needs the hf extra) or vllm:DIR[?max_model_len=2048&dtype=..., "
+                        "any vLLM engine argument] (vLLM's AsyncLLM). (default: env STAGEWISE_MODEL)")
     p.add_argument("--judge-model", default=None, help="model for judge calls (default: --model)")
     p.add_argument("--api-base", default=os.environ.get("STAGEWISE_API_BASE"),
-                   help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1; env STAGEWISE_API_BASE")
+                   help="base URL of the provider or server, e.g. http://127.0.0.1:8000/v1 (default: env "
+                        "STAGEWISE_API_BASE, else the provider's own endpoint)")
     p.add_argument("--judge-api-base", default=None, help="base URL for the judge model (default: --api-base)")
     p.add_argument("--mode", choices=("full", "staged"), default="staged",
                    help="full: the 4-tag prompt in one call; staged: one call per stage")
@@ -47,34 +109,47 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sentences", type=int, default=64, help="sentence_beam: most sentence steps per item")
     p.add_argument("--concurrency", type=int, default=64, help="max model calls in flight")
     p.add_argument("--items-in-flight", type=int, default=None, help="items solved at once (default: --concurrency)")
-    p.add_argument("--rpm", type=int, default=None, help="requests per minute cap")
-    p.add_argument("--tpm", type=int, default=None, help="tokens per minute cap")
+    p.add_argument("--rpm", type=int, default=None, help="requests per minute cap (default: no cap)")
+    p.add_argument("--tpm", type=int, default=None, help="tokens per minute cap (default: no cap)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per call attempt")
     p.add_argument("--max-retries", type=int, default=5, help="retries after the first attempt")
     p.add_argument("--backoff", type=float, default=0.5, help="base delay (s) of exponential back-off")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0,
+                   help="sent with every request (providers that support it sample reproducibly) and seeds "
+                        "every random choice of selection (tie-breaks, knockout pairs)")
+    p.add_argument("--temperature", type=float, default=0.6,
+                   help="sampling temperature of every call, judges' too (the reference's value)")
+    p.add_argument("--top-p", type=float, default=0.9,
+                   help="nucleus sampling: keep the most likely tokens up to this probability mass "
+                        "(the reference's value)")
     p.add_argument("--max-tokens", type=int, default=2048, help="max new tokens per call")
     p.add_argument("--max-image-side", type=int, default=1024, help="images are downscaled to this")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
     p.add_argument("--cache", type=Path, default=None, help="cache file (default: DIR/cache.sqlite)")
     p.add_argument("--client", choices=("auto", "direct", "litellm"), default="auto",
                    help="auto: direct HTTP for OpenAI-compatible endpoints, LiteLLM otherwise")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (a live bar on a terminal, else a plain line every 10 s and at the end)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stagewise", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(prog="stagewise", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    gen = sub.add_parser("generate", help="run one graph over ITEMS.jsonl")
+    gen = sub.add_parser("generate", help="run one graph over ITEMS.jsonl",
+                         description="Run one graph over ITEMS.jsonl: one row per item in DIR/results.jsonl, "
+                                     "every call in DIR/traces.jsonl, totals in DIR/summary.json (docs/formats.md). "
+                                     "Rerun the same command to resume. " + REFERENCE)
     _add_run_options(gen)
     gen.add_argument("--graph", default="chain",
                      help=f"one of {', '.join(GRAPH_NAMES)}, a graph .toml file, or FILE.py:function")
     gen.set_defaults(func=_generate)
 
-    cmp = sub.add_parser("compare", help="run several graphs on the same items and write a report")
+    cmp = sub.add_parser("compare", help="run several graphs on the same items and write a report",
+                         description="Run each graph in turn on the same items with one shared cache "
+                                     "(identical requests are paid once): DIR/<graph>/ as generate writes it, "
+                                     "plus DIR/report.md, report.json and report.png. " + REFERENCE)
     _add_run_options(cmp)
     cmp.add_argument("--graphs", default="chain,best_of_n,stage_beam",
                      help="comma-separated graphs (names, .toml files or FILE.py:function)")

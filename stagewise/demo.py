@@ -25,6 +25,21 @@ DEFAULT_N = 4
 DEFAULT_SEED = 2026      # benchmarks draw test-split charts; the model was trained on train-split ones
 DEFAULT_MAX_TOKENS = 96  # a whole four-stage answer is ~45 tokens for this model's tokenizer
 
+
+def available_cores() -> int:
+    """Cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# torch's CPU threads. Its default, one per core, oversubscribes: this process also runs the event loop
+# (prompts, parsing, rows) on its own core, and an OpenMP thread that finds its core busy spins, so on a
+# loaded machine the run burns several times the CPU and goes several times slower. One core is left to
+# the event loop; this tiny model gains little from more threads anyway.
+DEFAULT_THREADS = max(1, available_cores() - 1)
+
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                "LITELLM_LOCAL_MODEL_COST_MAP": "True", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -36,14 +51,16 @@ def _fail(msg: str) -> int:
 
 def compare_args(items: Path, out: Path, model: str, *, n: int, seed: int, max_tokens: int,
                  graphs: str = GRAPHS, progress: bool = True) -> argparse.Namespace:
-    """The options `stagewise compare` would parse for this run (stagewise.jobs reads these)."""
-    return argparse.Namespace(
-        items=items, out=out, model=model, judge_model=None, api_base=None, judge_api_base=None,
-        mode="full",  # the hf backend continues the chosen prefix, as the model was trained
-        n=n, selection="bracket", faithful=False, max_sentences=64, concurrency=64, items_in_flight=None,
-        rpm=None, tpm=None, timeout=600.0, max_retries=1, backoff=0.5, seed=seed, temperature=0.6,
-        top_p=0.9, max_tokens=max_tokens, max_image_side=1024, no_cache=False, cache=None,
-        client="auto", no_progress=not progress, graphs=graphs)
+    """What `stagewise compare` parses for this run: its own defaults (so a new option needs no change
+    here) with the demo's choices; stagewise.jobs reads these."""
+    from stagewise.cli import build_parser
+
+    argv = ["compare", str(items), "--out", str(out), "--model", model, "--graphs", graphs, "--n", str(n),
+            "--seed", str(seed), "--max-tokens", str(max_tokens), "--timeout", "600", "--max-retries", "1",
+            "--mode", "full"]  # full: the hf backend continues the chosen prefix, as the model was trained
+    args = build_parser().parse_args(argv + ([] if progress else ["--no-progress"]))
+    args.api_base = args.judge_api_base = None  # in-process: no server, whatever the environment says
+    return args
 
 
 class OutInUse(ValueError):
@@ -62,13 +79,28 @@ def check_out(out: Path, items: int, seed: int) -> None:
         raise OutInUse(f"{out} is not empty and holds no demo; pass a new --out")
 
 
+def limit_threads(threads: int) -> None:
+    """Size torch's thread pools once, before the model loads. torch keeps the intra-op count
+    process-wide (the backend's worker thread, which runs generate, sees it too), so the model string
+    stays `hf:DIR` and the cache stays valid whatever --threads is; the inter-op pool can only be
+    sized before its first use."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # already sized or started in this process (e.g. a second demo in one test run)
+        pass
+
+
 def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED, n: int = DEFAULT_N,
              model_dir: Path = MODEL_DIR, graphs: str = GRAPHS, max_tokens: int = DEFAULT_MAX_TOKENS,
-             progress: bool = True) -> dict:
+             threads: int = DEFAULT_THREADS, progress: bool = True) -> dict:
     """Generate the benchmark into OUT, compare the graphs on it; returns the report plus
     `by_type` (chartbench.score) and `wall_s`."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+    limit_threads(threads)
     from chartbench.bench import write_items
     from chartbench.score import score_runs, table
     from engine.loop import run
@@ -98,16 +130,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model_dir = Path(args.model).expanduser() if args.model else MODEL_DIR
     if not (model_dir / "config.json").is_file():
         return _fail(f"no model in {model_dir} (expected config.json there; see stagewise/model/TRAINING.md)")
-    for name in ("items", "n", "max_tokens"):
+    for name in ("items", "n", "max_tokens", "threads"):
         if getattr(args, name) < 1:
             return _fail(f"--{name.replace('_', '-')} must be at least 1")
     out = Path(args.out)
     print(f"stagewise demo: {args.items} fresh chart questions (seed {args.seed}) -> {out}/ITEMS.jsonl; "
           f"graphs {args.graphs} with N={args.n}, model hf:{model_dir}, offline, on "
-          f"{os.cpu_count()} CPU core(s)", flush=True)
+          f"{args.threads} torch thread(s) of {available_cores()} CPU core(s)", flush=True)
     try:
         report = run_demo(out, items=args.items, seed=args.seed, n=args.n, model_dir=model_dir.resolve(),
-                          graphs=args.graphs, max_tokens=args.max_tokens, progress=not args.no_progress)
+                          graphs=args.graphs, max_tokens=args.max_tokens, threads=args.threads,
+                          progress=not args.no_progress)
     except OutInUse as exc:
         return _fail(str(exc))
     print()
@@ -134,8 +167,12 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=int, default=DEFAULT_N,
                    help=f"candidates per step for best_of_n and stage_beam (default {DEFAULT_N})")
     p.add_argument("--graphs", default=GRAPHS, help=f"graphs to compare (default {GRAPHS})")
-    p.add_argument("--model", default=None, help="a model folder to use instead of the shipped one")
+    p.add_argument("--model", default=None,
+                   help="a model folder to use instead of the shipped one (default: stagewise/model/)")
     p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
                    help=f"max new tokens per call (default {DEFAULT_MAX_TOKENS})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"torch CPU threads (default {DEFAULT_THREADS}: this machine's {available_cores()} "
+                        "core(s) less one for the event loop; more oversubscribes the cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_demo)

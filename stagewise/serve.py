@@ -88,12 +88,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="serve a trained model over an OpenAI-compatible API (vLLM)",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("model_dir", help="model folder (e.g. what stagewise train wrote)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--served-model-name", default=None, help="name clients ask for (default: the folder's name)")
     p.add_argument("--python", default=None, help="a Python with vLLM (default: env STAGEWISE_VLLM_PYTHON, else this one)")
     p.add_argument("--vllm-args", default="", help="more vLLM server flags, one string, e.g. "
-                   "\"--max-model-len 4096 --gpu-memory-utilization 0.8\"")
+                   "\"--max-model-len 4096 --gpu-memory-utilization 0.8\" (default: none)")
     p.set_defaults(func=handler)
 
 

@@ -77,3 +77,20 @@ def test_an_out_folder_of_other_items_is_refused(tmp_path):
     with pytest.raises(demo.OutInUse):
         demo.check_out(tmp_path / "other", 3, 1)
     demo.check_out(tmp_path / "new", 3, 1)
+
+
+def test_threads_default_leaves_the_event_loop_a_core_and_sizes_torch_once(tmp_path):
+    cores = demo.available_cores()
+    assert _parser().parse_args(["demo"]).threads == max(1, cores - 1) < cores + (cores == 1)
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if not (demo.MODEL_DIR / "config.json").is_file():
+        pytest.skip("no shipped model in stagewise/model/")
+    code = ("import sys, torch; from pathlib import Path; from stagewise import demo; "
+            "demo.run_demo(Path(sys.argv[1]), items=1, n=1, graphs='chain', threads=1, progress=False); "
+            "print(torch.get_num_threads(), torch.get_num_interop_threads())")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d")], capture_output=True, text=True,
+                         check=True, timeout=300).stdout.split()
+    assert out == ["1", "1"], out  # on a 2-core machine torch's own default is 2 of each
+    rows = [json.loads(line) for line in (tmp_path / "d" / "chain" / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok"]

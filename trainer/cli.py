@@ -74,40 +74,48 @@ def register(subparsers) -> None:
                               description="SFT with the LLaVA-CoT recipe (lr 1e-5 x0.85/epoch, 3 epochs, "
                               "global batch 32); loss on assistant tokens only.")
     p.add_argument("data", help="a run DIR, its results.jsonl, or a LLaVA-CoT .json/.jsonl")
-    p.add_argument("--base", required=True, help="model folder to start from (architecture read from its config)")
-    p.add_argument("--out", required=True, help="folder for the trained model, run.json and checkpoints/")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--base", required=True,
+                   help="model folder to start from (architecture read from its config; required)")
+    p.add_argument("--out", required=True, help="folder for the trained model, run.json and checkpoints/ (required)")
+    p.add_argument("--epochs", type=int, default=3, help="passes over the data (the paper's 3)")
+    p.add_argument("--lr", type=float, default=1e-5,
+                   help="AdamW learning rate, x0.85 after each epoch (the paper's recipe)")
     p.add_argument("--batch-size", type=int, default=4, help="per device (default 4)")
     p.add_argument("--grad-accum", type=int, default=None,
                    help="micro-batches per step (default: global batch 32 / (batch size x processes))")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after K optimizer steps")
-    p.add_argument("--max-length", type=int, default=None, help="truncate sequences to this many tokens")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after K optimizer steps (default: all epochs)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="truncate sequences to this many tokens (default: no truncation, as the paper)")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter on the text tower (peft)")
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=int, default=16)
+    p.add_argument("--lora-r", type=int, default=8, help="with --lora: the adapter's rank")
+    p.add_argument("--lora-alpha", type=int, default=16, help="with --lora: the adapter's scaling alpha")
     p.add_argument("--merge", action="store_true", help="with --lora: write the merged model (adapter in OUT/adapter)")
     p.add_argument("--freeze-vision", action="store_true", help="do not train the vision tower")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
-    p.add_argument("--save-every", type=int, default=None, help="checkpoint every K steps to OUT/checkpoints/")
-    p.add_argument("--resume", default=None, help="a checkpoint folder (OUT/checkpoints/step-K)")
-    p.add_argument("--image-root", default=None, help="folder relative image paths are under")
+    p.add_argument("--save-every", type=int, default=None,
+                   help="checkpoint every K steps to OUT/checkpoints/ (default: no checkpoints, only the final model)")
+    p.add_argument("--resume", default=None,
+                   help="continue from a checkpoint folder (OUT/checkpoints/step-K) (default: start fresh)")
+    p.add_argument("--image-root", default=None, help="folder relative image paths are looked up under first "
+                   "(default: the data file's folder, and for a results.jsonl the working directory too)")
     p.add_argument("--workers", type=int, default=None, help="data loader processes (default 4 on GPU, 0 on CPU)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42,
+                   help="seed of the data order and every random generator (the paper's 42)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("tiny-model", help="build a tiny random VLM offline, for smoke tests")
-    p.add_argument("dir")
-    p.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("dir", help="folder to write the model to")
+    p.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)} (required)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.set_defaults(func=cmd_tiny_model)
 
     p = subparsers.add_parser("export", help="write a run's results in another dataset format")
     p.add_argument("dir", help="a run DIR (or its results.jsonl)")
-    p.add_argument("--format", required=True, help=f"one of: {', '.join(EXPORT_FORMATS)}")
+    p.add_argument("--format", required=True, help=f"one of: {', '.join(EXPORT_FORMATS)} (required)")
     p.add_argument("--out", default=None, help="output file (default DIR/llava-cot.jsonl; .json writes an array)")
-    p.add_argument("--image-root", default=None, help="folder relative image paths are under")
+    p.add_argument("--image-root", default=None, help="folder relative image paths are looked up under first "
+                   "(default: the data file's folder, and for a results.jsonl the working directory too)")
     p.set_defaults(func=cmd_export)
 
 

@@ -1,0 +1,131 @@
+"""The CLI explains itself: a version, a help a user can act on, every default shown, and progress
+counts that match what the run wrote."""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, stagewise, write_items
+
+SUBCOMMANDS = ("generate", "compare", "train", "tiny-model", "export", "serve", "demo")
+
+
+def _options(help_text: str) -> dict[str, str]:
+    """`--name` → the whole help entry (its first line and the indented lines under it)."""
+    section = re.split(r"\n(?:options|optional arguments):\n", help_text)[1]
+    section = re.split(r"\n\n", section)[0]
+    entries: dict[str, str] = {}
+    current = None
+    for line in section.splitlines():
+        m = re.match(r"  (-\S.*?)(?:\s{2,}|$)", line)
+        if m:
+            current = m.group(1)
+            entries[current] = line
+        elif current:
+            entries[current] += " " + line.strip()
+    return entries
+
+
+def _help(*args: str) -> str:
+    proc = stagewise(*args, "--help", env={"COLUMNS": "100"}, check=True)
+    return proc.stdout
+
+
+def test_version_comes_from_the_package_metadata():
+    proc = stagewise("--version", check=True)
+    assert proc.stdout.strip() == f"stagewise {importlib.metadata.version('stagewise')}"
+
+
+def test_top_level_help_is_written_for_users():
+    text = _help()
+    assert "composition root" not in text
+    for needed in ("SUMMARY", "examples:", "stagewise demo", "stagewise generate", "--version", "docs/"):
+        assert needed in text, needed
+    for command in SUBCOMMANDS:
+        assert command in text, command
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_option_shows_its_default(command):
+    entries = _options(_help(command))
+    assert entries, "no options parsed"
+    missing = []
+    for names, entry in entries.items():
+        if names.startswith("-h"):
+            continue
+        is_flag = all(" " not in part.strip() for part in names.split(","))  # no metavar: store_true
+        if not (is_flag or "default" in entry or "required" in entry):
+            missing.append(entry)
+    assert not missing, "options without a default:\n" + "\n".join(missing)
+
+
+def test_run_options_explain_models_sampling_and_the_reference():
+    entries = _options(_help("generate"))
+    model = entries["--model MODEL"]
+    for needed in ("openai/", "hosted_vllm/", "--api-base", "hf:DIR", "vllm:DIR", "threads"):
+        assert needed in model, needed
+    for name in ("--seed SEED", "--temperature TEMPERATURE", "--top-p TOP_P"):
+        assert len(entries[name].split(None, 2)) > 2, f"{name} has no help"
+    assert "LLaVA-CoT" in _help("generate")
+
+
+def _job(tmp_path, n_items=6):
+    items = write_items(tmp_path / "items.jsonl",
+                        [{"id": f"q{i}", "question": f"Which bar is tallest? ({i})", "answer": "A"}
+                         for i in range(n_items)])
+    return items
+
+
+def _run_args(items, out, server):
+    return ["generate", str(items), "--out", str(out), "--graph", "stage_beam", "--n", "2",
+            "--model", "hosted_vllm/fake", "--api-base", server.api_base]
+
+
+def _calls_in(line: str) -> int:
+    return int(re.search(r"(\d+) calls", line).group(1))
+
+
+def test_progress_lines_without_a_terminal_end_with_the_exact_counts(tmp_path, fake_server):
+    items = _job(tmp_path)
+    out = tmp_path / "run"
+    proc = stagewise(*_run_args(items, out, fake_server), check=True)
+    summary = json.loads((out / "summary.json").read_text())
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("items ")]
+    assert lines, proc.stderr
+    final = lines[-1]
+    assert final.startswith("items 6/6 ")
+    assert _calls_in(final) == summary["calls"] > 6
+    assert "\x1b[" not in proc.stderr  # plain lines: no cursor movement, no cut-off bar
+
+
+def test_progress_bar_on_a_terminal_closes_with_the_exact_counts(tmp_path, fake_server):
+    items = _job(tmp_path)
+    out = tmp_path / "run"
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "LINES": "40", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "stagewise", *_run_args(items, out, fake_server)],
+                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, cwd=ROOT, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 1 << 16)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    summary = json.loads((out / "summary.json").read_text())
+    shown = [ln for ln in re.split(r"[\r\n]", text) if "calls (" in ln]
+    assert shown, text
+    assert _calls_in(shown[-1]) == summary["calls"]
