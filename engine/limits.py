@@ -1,15 +1,15 @@
-"""Limits around a backend: an adaptive concurrency cap, requests and tokens per minute.
+"""Limits around a provider account: an adaptive concurrency cap, requests and tokens per minute.
 
 On a 429 the cap halves and then creeps back one slot per window of successes (AIMD, as TCP does),
-so a rate-limited run slows down instead of stopping for a fixed pause.
+so a rate-limited run slows down instead of stopping for a fixed pause. Requests and tokens are paced
+at a steady rate (docs/limits.md): a minute's budget is never let out in one burst, and no window of
+W seconds sees more than rpm·W/60 requests (rounded up).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import time
-
-from asyncio_throttle import Throttler
 
 
 class AdaptiveConcurrency:
@@ -60,52 +60,70 @@ class AdaptiveConcurrency:
             self._last_cut = now
 
 
-class TokenBucket:
-    """Tokens per minute. A call reserves its estimate up front; the reply corrects the balance."""
+class Pacer:
+    """Spends a budget of `per_minute` units at a steady per_minute/60 a second, with no burst.
 
-    def __init__(self, per_minute: int):
-        self.capacity = float(per_minute)
-        self.tokens = float(per_minute)
+    Each `take(cost)` is given the earliest start at which everything taken before it has been paid
+    for, so starts are spaced cost/rate apart whatever the concurrency. A reservation is a time, not a
+    polling loop (asyncio-throttle's sliding log lets a whole minute out at once and polls every
+    10 ms). `correct` settles the difference once the real cost is known; unused budget is never
+    banked, so a quiet minute does not buy a burst later.
+    """
+
+    def __init__(self, per_minute: float):
         self.rate = per_minute / 60.0
-        self._stamp = time.monotonic()
+        self._free_at = 0.0  # monotonic time at which everything taken so far is paid for
 
-    def _refill(self) -> None:
+    def reserve(self, cost: float) -> float:
+        """Book `cost` units; the seconds to wait before spending them."""
         now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
+        start = max(now, self._free_at)
+        self._free_at = start + cost / self.rate
+        return start - now
 
-    async def take(self, amount: float) -> None:
-        amount = min(amount, self.capacity)
-        while True:
-            self._refill()
-            if self.tokens >= amount:
-                self.tokens -= amount
-                return
-            await asyncio.sleep((amount - self.tokens) / self.rate)
+    async def take(self, cost: float = 1.0) -> None:
+        wait = self.reserve(cost)
+        if wait > 0:
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:
+                self.correct(cost, 0.0)  # never sent: give the booking back
+                raise
 
     def correct(self, reserved: float, actual: float) -> None:
-        self._refill()
-        self.tokens = min(self.capacity, self.tokens + reserved - actual)
+        """The call cost `actual`, not `reserved`: move the next free start by the difference."""
+        self._free_at += (actual - reserved) / self.rate
 
 
 class Limits:
-    """Everything a call waits for before it may go out."""
+    """Everything a call waits for before it may go out. One per provider account (`account_key`):
+    clients that share an account share one Limits, so its caps hold for all their calls together."""
 
     def __init__(self, concurrency: int = 64, rpm: int | None = None, tpm: int | None = None):
         self.concurrency = AdaptiveConcurrency(concurrency)
-        self.rpm = Throttler(rate_limit=rpm, period=60.0) if rpm else None
-        self.tpm = TokenBucket(tpm) if tpm else None
+        self.rpm = Pacer(rpm) if rpm else None
+        self.tpm = Pacer(tpm) if tpm else None
         self._completion_avg = 256.0  # moving average of completion tokens, for TPM estimates
 
     def estimate(self, prompt_chars: int, n: int, max_tokens: int) -> float:
         return prompt_chars / 4 + n * min(max_tokens, self._completion_avg)
 
     async def acquire(self, estimate: float) -> None:
-        if self.rpm is not None:
-            await self.rpm.acquire()
-        if self.tpm is not None:
-            await self.tpm.take(estimate)
+        """A concurrency slot first, then the budgets: the paced start is then the moment the request
+        goes out, not a moment before a wait for a slot that would let paced starts bunch up."""
         await self.concurrency.acquire()
+        tokens_taken = False
+        try:
+            if self.tpm is not None:
+                await self.tpm.take(estimate)
+                tokens_taken = True
+            if self.rpm is not None:
+                await self.rpm.take(1.0)
+        except BaseException:
+            self.concurrency.release()
+            if tokens_taken:
+                self.tpm.correct(estimate, 0.0)  # type: ignore[union-attr]
+            raise
 
     def release(self, estimate: float, actual_tokens: int | None, completion_tokens: int | None) -> None:
         self.concurrency.release()
@@ -113,3 +131,15 @@ class Limits:
             self.tpm.correct(estimate, estimate if actual_tokens is None else actual_tokens)
         if completion_tokens:
             self._completion_avg = 0.9 * self._completion_avg + 0.1 * completion_tokens
+
+
+def account_key(model: str, api_base: str | None) -> tuple[str, str]:
+    """Which provider account a model's calls are billed and rate-limited on: its provider prefix
+    (`openai/gpt-4o` → openai; in-process `hf:`/`vllm:` models are each their own) and its API base.
+    Keys come from the provider's environment variable, so the same provider and base is the same
+    account. Holds nothing secret."""
+    scheme, sep, _ = model.partition(":")
+    if sep and "/" not in scheme:
+        return model, ""
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    return provider, (api_base or "").rstrip("/")

@@ -114,6 +114,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per call attempt")
     p.add_argument("--max-retries", type=int, default=5, help="retries after the first attempt")
     p.add_argument("--backoff", type=float, default=0.5, help="base delay (s) of exponential back-off")
+    p.add_argument("--max-retry-after", type=float, default=60.0,
+                   help="longest pause (s) a provider's Retry-After may impose before a retry; a longer "
+                        "one is cut to this")
     p.add_argument("--seed", type=int, default=0,
                    help="sent with every request (providers that support it sample reproducibly) and seeds "
                         "every random choice of selection (tie-breaks, knockout pairs)")
@@ -181,6 +184,11 @@ def _check_common(args: argparse.Namespace) -> None:
     for name in ("n", "concurrency", "max_tokens"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("rpm", "tpm"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1 (leave it out for no cap)")
+    if args.max_retry_after < 0:
+        raise UsageError(f"--max-retry-after must be 0 or more seconds, not {args.max_retry_after:g}")
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from engine.backends import make_backend
 from engine.cache import Cache
 from engine.client import Client
 from engine.errors import UsageError
-from engine.limits import Limits
+from engine.limits import Limits, account_key
 from engine.retry import RetryPolicy
 from engine.runner import run_items
 from engine.trace import Tracer
@@ -35,19 +35,24 @@ class Job:
         self.model = spec.models.get("generator") or args.model
         judge_model = spec.models.get("judge") or args.judge_model
         self.generator_backend = make_backend(self.model, args.api_base, args.client)
-        self.judge_backend = (make_backend(judge_model, args.judge_api_base or args.api_base, args.client)
+        judge_api_base = args.judge_api_base or args.api_base
+        self.judge_backend = (make_backend(judge_model, judge_api_base, args.client)
                               if judge_model and judge_model != self.model else None)
         self.judge_model = judge_model or self.model
+        # one Limits per provider account: a judge on the generator's account shares its caps
+        self.accounts = (account_key(self.model, args.api_base), account_key(self.judge_model, judge_api_base))
 
     async def run(self, out: Path, cache: Cache | None) -> dict[str, Any]:
         a = self.args
         out.mkdir(parents=True, exist_ok=True)
         tracer = Tracer(out / "traces.jsonl")
-        retry = RetryPolicy(max_attempts=a.max_retries + 1, timeout_s=a.timeout, base_delay_s=a.backoff)
+        retry = RetryPolicy(max_attempts=a.max_retries + 1, timeout_s=a.timeout, base_delay_s=a.backoff,
+                            max_retry_after_s=a.max_retry_after)
+        limits = {key: Limits(a.concurrency, a.rpm, a.tpm) for key in self.accounts}
         generator = Client(self.generator_backend, tracer=tracer, cache=cache,
-                           limits=Limits(a.concurrency, a.rpm, a.tpm), retry=retry)
+                           limits=limits[self.accounts[0]], retry=retry)
         judge = generator if self.judge_backend is None else Client(
-            self.judge_backend, tracer=tracer, cache=cache, limits=Limits(a.concurrency), retry=retry)
+            self.judge_backend, tracer=tracer, cache=cache, limits=limits[self.accounts[1]], retry=retry)
         settings = settings_from(a)
         if self.spec.selection:
             settings = replace(settings, selection=self.spec.selection)
