@@ -2,9 +2,9 @@
 
 vLLM pins its own torch and transformers, so it lives in its own venv; the tests that need it run
 stagewise *inside* that venv in a subprocess (PYTHONPATH = this checkout) and are skipped unless
-STAGEWISE_VLLM_VENV names it (CI: ~/.cache/stagewise/venv-vllm, made by .ci/vllm_server.sh). That
-venv needs stagewise's small core deps (see CORE_DEPS) and, for the tiny LLaVA, the torchvision shim
-(.ci/vllm_server.sh with STAGEWISE_VLLM_VISION=1 applies it). About 2.5 minutes on 2 cores: three
+STAGEWISE_VLLM_VENV names it (CI: ~/.cache/stagewise/venv-vllm, made by `.ci/vllm_server.sh prepare`;
+under CI=true they fail instead). That venv needs stagewise's small core deps (see CORE_DEPS) and, for
+the tiny LLaVA, the torchvision shim (prepare installs both). About 2.5 minutes on 2 cores: three
 vLLM start-ups. The usage-error tests need no vLLM.
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ VENV = os.environ.get("STAGEWISE_VLLM_VENV")
 VPY = str(Path(VENV) / "bin" / "python") if VENV else None
 CORE_DEPS = {"aiohttp": "aiohttp", "pydantic": "pydantic", "structlog": "structlog", "orjson": "orjson",
              "rich": "rich", "asyncio_throttle": "asyncio-throttle", "PIL": "pillow", "uvloop": "uvloop"}
-needs_vllm = pytest.mark.skipif(not VENV, reason="STAGEWISE_VLLM_VENV is not set (a venv with vllm)")
+needs_vllm = pytest.mark.skipif(not VENV and not os.environ.get("CI"),
+                                reason="STAGEWISE_VLLM_VENV is not set (a venv with vllm)")
 GRAPHS = "chain,best_of_n,sentence_beam,stage_beam"
 OPTIONS = "dtype=float32&max_model_len=2048"
 
@@ -85,6 +86,8 @@ def test_vllm_model_string_without_vllm_is_a_usage_error(model_dirs):
 
 @pytest.fixture(scope="module")
 def vllm_env() -> dict[str, str]:
+    if not VENV:  # only under CI=true (needs_vllm skips otherwise)
+        pytest.fail("STAGEWISE_VLLM_VENV is not set: .ci/run sets it to `bash .ci/vllm_server.sh prepare`'s venv")
     probe = "import importlib.util as u, json; print(json.dumps([m for m in %r if u.find_spec(m) is None]))"
     r = subprocess.run([VPY, "-c", probe % (["vllm", *CORE_DEPS],)], check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -117,14 +120,17 @@ def chart(tmp_path_factory) -> Path:
 
 
 BACKEND_CHECKS = textwrap.dedent("""
-    import asyncio, base64, sys
+    import asyncio, base64, os, sys, threading
     from engine.backends import make_backend
     from engine.types import Request
 
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+    import image_probe
+
     model, image = sys.argv[1], sys.argv[2]
     url = "data:image/png;base64," + base64.b64encode(open(image, "rb").read()).decode()
-    user = lambda t, img=True: {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                                            {"type": "text", "text": t}] if img else t}
+    user = lambda t, img=True, url=url: {"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": t}] if img else t}
 
     async def main():
         from engine.errors import UsageError
@@ -154,6 +160,12 @@ BACKEND_CHECKS = textwrap.dedent("""
         [cont] = await ask([user("Which bar?"), {"role": "assistant", "content": "<SUMMARY> I will"}],
                            temperature=0, continue_final=True)
         assert cont.text != seen.text and cont.prompt_tokens > seen.prompt_tokens
+        image_probe.register()  # the same chart, decoded by a Pillow plugin that records the thread
+        [probed] = await ask([user("Which bar?", url=image_probe.data_url(open(image, "rb").read()))],
+                             temperature=0)
+        assert image_probe.threads, "the probe image was decoded"
+        assert threading.get_ident() not in image_probe.threads, "the image was decoded on the event loop"
+        assert probed.text == seen.text, "the decoded image is the one the model sees"
         await b.aclose()
         print("BACKEND OK")
 
@@ -163,7 +175,7 @@ BACKEND_CHECKS = textwrap.dedent("""
 
 
 @needs_vllm
-def test_vllm_backend_samples_seeds_stops_continues_and_sees_images(vllm_env, tiny_llava, chart, tmp_path):
+def test_vllm_backend_samples_seeds_stops_continues_and_decodes_images_off_the_loop(vllm_env, tiny_llava, chart, tmp_path):
     script = tmp_path / "checks.py"
     script.write_text(BACKEND_CHECKS)
     r = subprocess.run([VPY, str(script), f"vllm:{tiny_llava}?{OPTIONS}", str(chart)], check=False,

@@ -15,7 +15,8 @@ enforce_eager and a 1 GiB KV cache (VLLM_CPU_KVCACHE_SPACE).
 One engine per model string and event loop in a process, shared by every backend made from it
 (compare's graphs, a judge on the same model) and shut down at exit. The prompt is rendered with the
 model's own chat template (transformers' `continue_final_message` for assistant prefixes) and images
-go in as `multi_modal_data`, the way `LLM.generate` takes them in every vLLM since 0.4. Stop strings
+go in as `multi_modal_data`, the way `LLM.generate` takes them in every vLLM since 0.4; they are decoded,
+and the prompt rendered, on a worker thread so a large image never stalls the event loop. Stop strings
 follow OpenAI semantics (excluded from the text; the graphs re-add closing tags). With `n` and a seed,
 vLLM draws all n samples from one seeded generator.
 """
@@ -108,8 +109,8 @@ class VLLMBackend:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        try:
-            prompt = _prompt(engine.template, request)
+        try:  # decoding images and rendering the template are CPU work: off the event loop
+            prompt = await asyncio.to_thread(_prompt, engine.template, request)
         except CallError:
             raise
         except Exception as exc:  # noqa: BLE001
