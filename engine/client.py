@@ -47,16 +47,34 @@ class Client:
             return cached  # type: ignore[return-value]
 
         if request.n == 1 or self.capabilities.n_per_request:
-            fresh = await self._call(request)
-        else:  # fan out: one request per sample, seeds offset the way vLLM offsets them
-            parts = await asyncio.gather(*(
-                self._call(dataclasses.replace(
-                    request, n=1, seed=None if request.seed is None else request.seed + i), sample=i)
-                for i in range(request.n)))
-            fresh = [p[0] for p in parts]
+            fresh = dict(enumerate(await self._call(request)))
+        else:
+            missing = [i for i, c in enumerate(cached) if c is None]
+            for i in set(range(request.n)) - set(missing):
+                self._record(request, cached[i], i, latency=0.0, attempt=0, status="ok", cache="hit")
+            fresh = await self._fan_out(key, request, missing)
         if self.cache:
-            self.cache.put(key, {i: c for i, c in enumerate(fresh) if cached[i] is None})
-        return [c if c is not None else f for c, f in zip(cached, fresh)]
+            self.cache.put(key, {i: c for i, c in fresh.items() if cached[i] is None})
+        return [c if c is not None else fresh[i] for i, c in enumerate(cached)]
+
+    async def _fan_out(self, key: str, request: Request, samples: list[int]) -> dict[int, Completion]:
+        """One request per sample not cached, seeds offset the way vLLM offsets them. The first failure
+        cancels the siblings still running (they would be billed and thrown away); those that finished
+        go to the cache, so a rerun pays only for the rest."""
+        tasks = {i: asyncio.ensure_future(self._call(dataclasses.replace(
+                     request, n=1, seed=None if request.seed is None else request.seed + i), sample=i))
+                 for i in samples}
+        try:
+            await asyncio.gather(*tasks.values())
+        except BaseException:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            finished = {i: t.result()[0] for i, t in tasks.items() if not t.cancelled() and t.exception() is None}
+            if self.cache and finished:
+                self.cache.put(key, finished)
+            raise
+        return {i: t.result()[0] for i, t in tasks.items()}
 
     async def _call(self, request: Request, sample: int = 0) -> list[Completion]:
         """One logical call with its retries; each attempt is one trace event."""
@@ -80,6 +98,9 @@ class Client:
                 out_tokens = sum(c.completion_tokens for c in completions or ())
                 self.limits.release(estimate, tokens if completions else None, out_tokens)
             latency = time.perf_counter() - started
+            for usage in (self.usage, current_span.get().usage):
+                usage.attempts += 1
+                usage.failed_attempts += error is not None
             if error is None:
                 self.limits.concurrency.on_success()
                 for i, c in enumerate(completions):  # type: ignore[arg-type]

@@ -13,11 +13,13 @@ import random
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
 import structlog
 
+from engine.jsonl import repair_tail
 from engine.secrets import redact
 
 _span_ids = itertools.count(1)
@@ -37,6 +39,8 @@ class Usage:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     cost_uncached_usd: float = 0.0  # what the calls would cost with no cache: for comparing graphs
+    attempts: int = 0  # requests sent to a backend, retries included (cache hits send none)
+    failed_attempts: int = 0  # of those, the ones that failed (each retried or ended its call)
 
     def add(self, other: "Usage") -> None:
         self.calls += other.calls
@@ -45,11 +49,14 @@ class Usage:
         self.completion_tokens += other.completion_tokens
         self.cost_usd += other.cost_usd
         self.cost_uncached_usd += other.cost_uncached_usd
+        self.attempts += other.attempts
+        self.failed_attempts += other.failed_attempts
 
     def as_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "cache_hits": self.cache_hits, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost_usd": round(self.cost_usd, 8),
-                "cost_uncached_usd": round(self.cost_uncached_usd, 8)}
+                "cost_uncached_usd": round(self.cost_uncached_usd, 8), "attempts": self.attempts,
+                "failed_attempts": self.failed_attempts}
 
 
 @dataclass(slots=True)
@@ -117,6 +124,8 @@ class Tracer:
     """Appends events to a JSONL file. Buffered; `flush()` is called whenever an item ends."""
 
     def __init__(self, path: str | os.PathLike[str] | None):
+        if path:
+            repair_tail(Path(path))  # a line torn by kill -9 would make the file unreadable as JSONL
         self._file = open(path, "a", encoding="utf-8", buffering=1 << 16) if path else None
         self._log = structlog.wrap_logger(
             _LineWriter(self._file) if self._file else structlog.ReturnLogger(),

@@ -2,7 +2,8 @@
 
 Read from DIR/<graph>/results.jsonl and traces.jsonl only, so a report can be rebuilt any time.
 Cost per item is the uncached cost (what the graph costs on its own), since graphs run later in a
-comparison replay requests that earlier ones already paid for.
+comparison replay requests that earlier ones already paid for. Accuracy is over every row with a
+reference answer, error rows counted as wrong.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-COLUMNS = [("graph", "graph"), ("items", "items"), ("ok", "ok"), ("accuracy", "accuracy"),
+COLUMNS = [("graph", "graph"), ("items", "items"), ("ok", "ok"), ("errors", "errors"), ("accuracy", "accuracy"),
            ("calls_per_item", "calls/item"), ("prompt_tokens_per_item", "prompt tok/item"),
            ("completion_tokens_per_item", "completion tok/item"), ("cost_per_item_usd", "$/item"),
            ("latency_p50_s", "p50 s"), ("latency_p95_s", "p95 s"), ("judge_fallback_rate", "judge fallback")]
@@ -41,12 +42,16 @@ def graph_stats(run_dir: Path, name: str) -> dict[str, Any]:
     rows = _jsonl(run_dir / "results.jsonl")
     verdicts = [t for t in _jsonl(run_dir / "traces.jsonl") if t.get("event") == "judge.verdict"]
     n = max(1, len(rows))
-    scored = [r["correct"] for r in rows if r.get("correct") is not None]
+    # an error row with a reference answer counts as wrong: a graph that fails on hard items must not
+    # look better for it
+    scored = [bool(r.get("correct")) for r in rows
+              if r.get("correct") is not None or (r.get("status") != "ok" and r.get("reference") is not None)]
     latencies = sorted(r["latency_s"] for r in rows if r.get("status") == "ok")
     usage = lambda key: sum((r.get("usage") or {}).get(key, 0) for r in rows) / n  # noqa: E731
     judged = [v for v in verdicts if v.get("parse") != "forfeit"]
     return {
         "graph": name, "items": len(rows), "ok": sum(r.get("status") == "ok" for r in rows),
+        "errors": sum(r.get("status") != "ok" for r in rows),
         "accuracy": round(sum(scored) / len(scored), 4) if scored else None,
         "calls_per_item": round(usage("calls"), 2),
         "prompt_tokens_per_item": round(usage("prompt_tokens"), 1),
@@ -99,6 +104,7 @@ def write_report(out: Path, names: list[str]) -> dict[str, Any]:
     table = markdown_table(stats)
     (out / "report.json").write_text(json.dumps({"graphs": stats}, indent=2) + "\n")
     (out / "report.md").write_text("# stagewise compare\n\n" + table + "\n\nCost per item is uncached "
-                                   "(what each graph costs alone); latency is per item, end to end.\n")
+                                   "(what each graph costs alone); latency is per item, end to end; "
+                                   "accuracy counts error rows as wrong.\n")
     write_png(stats, out / "report.png")
     return {"graphs": stats, "markdown": table}

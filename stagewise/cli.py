@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine.errors import UsageError
 from engine.loop import run
+from stagewise.outcome import exit_status, summary_line
 
 GRAPH_NAMES = ("chain", "best_of_n", "sentence_beam", "stage_beam")
 
@@ -127,6 +128,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "(the reference's value)")
     p.add_argument("--max-tokens", type=int, default=2048, help="max new tokens per call")
     p.add_argument("--max-image-side", type=int, default=1024, help="images are downscaled to this")
+    p.add_argument("--retry-errors", choices=("retryable", "all", "none"), default="retryable",
+                   help="which error rows of an earlier run of DIR to run again: retryable = the provider's "
+                        "or the network's (rate limit, timeout, connection, server, unreadable reply, "
+                        "rejected request); all = input errors too; none = keep every row")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
     p.add_argument("--cache", type=Path, default=None, help="cache file (default: DIR/cache.sqlite)")
     p.add_argument("--client", choices=("auto", "direct", "litellm"), default="auto",
@@ -196,10 +201,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     _check_common(args)
     summary = run(run_generate(args))
-    print(f"{summary['items']} items: {summary['ok']} ok, {summary['error']} error · "
-          f"{summary['calls']} calls · {summary['tokens']} tokens · ${summary['cost_usd']:.4f} · "
-          f"results in {args.out / 'results.jsonl'}")
-    return 0
+    print(summary_line(summary) + f" · results in {args.out / 'results.jsonl'}")
+    return exit_status([(args.out, summary)])
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -210,7 +213,7 @@ def _compare(args: argparse.Namespace) -> int:
     print(report["markdown"])
     print(f"report: {args.out / 'report.md'}, {args.out / 'report.json'}, {args.out / 'report.png'}; "
           f"per-graph results and traces in {args.out}/<graph>/")
-    return 0
+    return exit_status([(args.out / name, s) for name, s in report["summaries"].items()])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,7 +61,7 @@ class Job:
                 a.items, out, build_graph(self.spec, settings, Roles(generator, judge)), tracer=tracer,
                 meta={"graph": self.spec.name, "model": self.model, "judge_model": self.judge_model},
                 concurrency=a.items_in_flight or a.concurrency, max_image_side=a.max_image_side,
-                show_progress=not a.no_progress)
+                show_progress=not a.no_progress, retry_errors=getattr(a, "retry_errors", "retryable"))
         finally:
             await generator.aclose()
             if judge is not generator:
@@ -93,10 +93,11 @@ async def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     jobs = [Job(args, resolve(g)) for g in args.graphs.split(",") if g.strip()]
     names = [j.spec.name for j in jobs]
     cache = _cache(args, args.out / "cache.sqlite")
+    summaries = {}
     try:
         for job in jobs:
-            await job.run(args.out / job.spec.name, cache)
+            summaries[job.spec.name] = await job.run(args.out / job.spec.name, cache)
     finally:
         if cache:
             cache.close()
-    return write_report(args.out, names)
+    return {**write_report(args.out, names), "summaries": summaries}

@@ -20,7 +20,9 @@ def test_every_item_ends_exactly_once_under_faults(tmp_path, fake_server_factory
     out = tmp_path / "run"
     proc = stagewise("generate", items, "--out", out, "--model", "hosted_vllm/fake",
                      "--api-base", server.api_base, "--timeout", "1", "--max-retries", "3",
-                     "--backoff", "0.01", "--no-progress", "--concurrency", "8", check=True)
+                     "--backoff", "0.01", "--no-progress", "--concurrency", "8")
+    assert proc.returncode == 3, proc.stderr  # the run went to its end with error rows
+    assert "2 item(s) ended in error (1 server, 1 bad_output)" in proc.stderr
 
     results = read_jsonl(out / "results.jsonl")
     ids = Counter(r["id"] for r in results)
@@ -29,8 +31,8 @@ def test_every_item_ends_exactly_once_under_faults(tmp_path, fake_server_factory
     for name in ("rate", "s500", "s503", "hang", "drop", "badjson", "notags", *(f"plain{i}" for i in range(6))):
         assert by_id[name]["status"] == "ok", by_id[name]["error"]
         assert by_id[name]["stages"]["conclusion"].endswith("The answer is A.")
-    assert by_id["dead"]["status"] == "error" and "server" in by_id["dead"]["error"]
-    assert by_id["garbled"]["status"] == "error" and "bad_output" in by_id["garbled"]["error"]
+    assert by_id["dead"]["status"] == "error" and by_id["dead"]["error_cause"] == "server"
+    assert by_id["garbled"]["status"] == "error" and by_id["garbled"]["error_cause"] == "bad_output"
     assert by_id["notags"]["stages"]["summary"] == "I will compare the bars, plan q=0."
 
     traces = read_jsonl(out / "traces.jsonl")
@@ -39,7 +41,7 @@ def test_every_item_ends_exactly_once_under_faults(tmp_path, fake_server_factory
     assert retried >= {"rate", "s500", "s503", "hang", "drop", "badjson", "dead", "garbled"}
     assert not retried & {f"plain{i}" for i in range(6)}
     kinds = {t["item_id"]: t["error"].split(":")[0] for t in calls if t["status"] == "retry"}
-    assert kinds["rate"] == "rate_limit" and kinds["hang"] == "timeout" and kinds["drop"] == "server"
+    assert kinds["rate"] == "rate_limit" and kinds["hang"] == "timeout" and kinds["drop"] == "connection"
     # a dead item is tried exactly max_retries + 1 times, then recorded as an error
     dead = [t for t in calls if t["item_id"] == "dead"]
     assert [t["attempt"] for t in dead] == [1, 2, 3, 4] and dead[-1]["status"] == "error"

@@ -20,8 +20,9 @@ def test_bad_rows_become_error_rows_and_the_run_goes_on(tmp_path, fake_server):
         {"id": "ok2", "question": "And now?", "image": str(tmp_path / "good.png")},
     ])
     out = tmp_path / "run"
-    stagewise("generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base",
-              fake_server.api_base, "--no-progress", check=True)
+    proc = stagewise("generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base",
+                     fake_server.api_base, "--no-progress")
+    assert proc.returncode == 3 and "4 item(s) ended in error (4 input)" in proc.stderr, proc.stderr
     rows = {r["id"]: r for r in read_jsonl(out / "results.jsonl")}
     assert set(rows) == {"ok1", "line-2", "missing", "corrupt", "noquestion", "ok2"}
     assert rows["ok1"]["status"] == rows["ok2"]["status"] == "ok"
@@ -38,9 +39,10 @@ def test_api_key_never_written(tmp_path, fake_server):
     out = tmp_path / "run"
     env = {"OPENAI_API_KEY": marker}
     for client in ("direct", "litellm"):
-        stagewise("generate", items, "--out", out / client, "--model", "openai/fake", "--api-base",
-                  fake_server.api_base, "--client", client, "--no-progress", "--max-retries", "0",
-                  env=env, check=True)
+        proc = stagewise("generate", items, "--out", out / client, "--model", "openai/fake", "--api-base",
+                         fake_server.api_base, "--client", client, "--no-progress", "--max-retries", "0",
+                         env=env)
+        assert proc.returncode == 3 and "(1 bad_request)" in proc.stderr and marker not in proc.stderr
         rows = {r["id"]: r for r in read_jsonl(out / client / "results.jsonl")}
         assert rows["a"]["status"] == "ok" and rows["b"]["status"] == "error"
     files = [p for p in out.rglob("*") if p.is_file()]

@@ -100,3 +100,27 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_rows(tmp_path, fake_server_fact
     server.get("/release")
     stagewise(*args, check=True)
     assert Counter(r["id"] for r in read_jsonl(out / "results.jsonl")) == Counter({r["id"]: 1 for r in rows})
+
+
+def test_ctrl_c_while_calls_wait_for_slots_records_no_failure(tmp_path, fake_server_factory):
+    """stage_beam with --concurrency below its parallel calls: many calls wait for a slot when Ctrl-C
+    comes. None of them may become an error row; the rerun finishes every item once."""
+    server = fake_server_factory(latency_ms=30)
+    rows = [{"id": f"q{i}", "question": f"Question {i}?", "answer": "A"} for i in range(12)]
+    items = write_items(tmp_path / "items.jsonl", rows)
+    out = tmp_path / "run"
+    args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
+            "--graph", "stage_beam", "--n", "4", "--concurrency", "2", "--items-in-flight", "6", "--no-progress"]
+    proc = _start(args)
+    _wait_for(lambda: (out / "results.jsonl").exists() and len((out / "results.jsonl").read_text().splitlines()) >= 2,
+              "2 finished rows")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    first = read_jsonl(out / "results.jsonl")
+    assert first and all(r["status"] == "ok" for r in first), [r["error"] for r in first if r["status"] != "ok"]
+    assert len(first) < len(rows)
+    stagewise(*args, check=True)
+    final = read_jsonl(out / "results.jsonl")
+    assert Counter(r["id"] for r in final) == Counter({r["id"]: 1 for r in rows})
+    assert all(r["status"] == "ok" for r in final)

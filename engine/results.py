@@ -1,0 +1,123 @@
+"""DIR/results.jsonl: one row per item, append-only, each row flushed as its item ends.
+
+On opening, rows whose error a rerun can repair are moved out so those items run again: they are
+appended (fsynced) to DIR/retried.jsonl first, then results.jsonl is rewritten without them atomically
+(new file, fsync, rename). A kill -9 at any moment leaves every finished row in results.jsonl, and
+each id appears there once. Which errors are retried is the caller's `retry_errors` policy:
+
+- "retryable" (default): the provider's or the network's (rate limits, timeouts, refused connections,
+  server errors, unreadable replies, rejected requests) — a fixed URL, key or quota makes them pass;
+- "all": input errors (a malformed line, a missing or corrupt image) and internal ones too;
+- "none": nothing; every row stays as it is.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.errors import RETRYABLE_CAUSES
+from engine.jsonl import append_durably, repair_tail, replace_atomically
+from engine.trace import Usage
+
+RETRY_POLICIES = ("retryable", "all", "none")
+_OLD_CAUSE = re.compile(r"model call failed \((\w+)\)")
+
+
+def error_cause(row: dict[str, Any]) -> str:
+    """The row's `error_cause`; rows written before causes were recorded are read from their message."""
+    if row.get("error_cause"):
+        return row["error_cause"]
+    m = _OLD_CAUSE.search(row.get("error") or "")
+    return m.group(1) if m else "unknown"
+
+
+def should_retry(row: dict[str, Any], policy: str) -> bool:
+    if row.get("status") == "ok" or policy == "none":
+        return False
+    return policy == "all" or error_cause(row) in RETRYABLE_CAUSES
+
+
+def _usage_of(row: dict[str, Any]) -> Usage:
+    usage = row.get("usage") or {}
+    return Usage(**{k: usage.get(k, 0) for k in Usage.__slots__})
+
+
+class ResultsFile:
+    """The rows written so far: which ids are done, totals, errors by cause; appends new rows."""
+
+    def __init__(self, path: Path, retry_errors: str = "retryable"):
+        if retry_errors not in RETRY_POLICIES:
+            raise ValueError(f"retry_errors must be one of {RETRY_POLICIES}, not {retry_errors!r}")
+        self.path = path
+        self.retried_path = path.with_name("retried.jsonl")
+        self.done: set[str] = set()
+        self.retrying: set[str] = set()  # ids whose error rows were moved out to run again
+        self.totals = {"ok": 0, "error": 0}
+        self.errors_by_cause: Counter[str] = Counter()
+        self.usage = Usage()  # everything spent on this folder's items, retried rows' attempts included
+        if path.exists():
+            repair_tail(path)
+            self._load(retry_errors)
+        if self.retried_path.exists():
+            repair_tail(self.retried_path)
+            for line in self.retried_path.read_bytes().splitlines():
+                try:
+                    self.usage.add(_usage_of(orjson.loads(line)))
+                except (ValueError, TypeError):
+                    continue
+        self._file = open(path, "a", encoding="utf-8", buffering=1 << 20)
+        self._flush_scheduled = False
+
+    def _load(self, policy: str) -> None:
+        keep: list[bytes] = []
+        moved: list[bytes] = []
+        rewrite = False
+        for line in self.path.read_bytes().splitlines(keepends=True):
+            try:
+                row = orjson.loads(line)
+                row_id = row["id"]
+            except (ValueError, KeyError, TypeError):
+                rewrite = bool(line.strip())  # not a row: nothing to keep
+                continue
+            if row_id in self.done or row_id in self.retrying:
+                rewrite = True  # a second row for one id: the first one counts
+                continue
+            if should_retry(row, policy):
+                moved.append(line)
+                self.retrying.add(row_id)
+                continue
+            keep.append(line)
+            self._count(row)
+        if moved:
+            append_durably(self.retried_path, moved)
+        if moved or rewrite:
+            replace_atomically(self.path, keep)
+
+    def _count(self, row: dict[str, Any]) -> None:
+        self.done.add(row["id"])
+        ok = row.get("status") == "ok"
+        self.totals["ok" if ok else "error"] += 1
+        if not ok:
+            self.errors_by_cause[error_cause(row)] += 1
+        self.usage.add(_usage_of(row))
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write the row and flush before the event loop runs anything else (rows that finish in the
+        same loop pass share one write)."""
+        self._file.write(orjson.dumps(row).decode() + "\n")
+        self._count(row)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
