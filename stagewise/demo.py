@@ -152,7 +152,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"done in {report['wall_s']:.0f} s. report: {out / 'report.md'} (+ report.json, report.png); "
           f"per graph: {out}/<graph>/results.jsonl (answers), traces.jsonl (every call and verdict), "
           f"summary.json; items and charts: {out / 'ITEMS.jsonl'}, {out / 'images'}/")
-    return 0
+    from stagewise.outcome import exit_status
+
+    return exit_status([(out / name, s) for name, s in report["summaries"].items()])
 
 
 def register(subparsers) -> None:
