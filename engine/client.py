@@ -119,7 +119,7 @@ class Client:
                 status: str, cache: str) -> None:
         paid = 0.0 if c.cached else c.cost_usd
         for usage in (self.usage, current_span.get().usage):
-            usage.calls += 1  # one generation = one call, as DESIGN.md's table counts them
+            usage.calls += 1  # one generation = one call, as docs/architecture.md's table counts them
             usage.cache_hits += c.cached
             usage.prompt_tokens += c.prompt_tokens
             usage.completion_tokens += c.completion_tokens

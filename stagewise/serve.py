@@ -73,7 +73,7 @@ def handler(args: argparse.Namespace) -> int:
                "--served-model-name", name, "--host", args.host, "--port", str(args.port)]
     extra = shlex.split(args.vllm_args)
     env = dict(os.environ)
-    if info.get("cpu"):  # the flags that start fastest on CPU (shared/reference/local-serving.md)
+    if info.get("cpu"):  # the flags that start fastest on CPU (docs/local-models.md)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         if "--enforce-eager" not in extra:
             command.append("--enforce-eager")

@@ -1,4 +1,4 @@
-"""Every graph makes exactly the calls of DESIGN.md's table and keeps the best candidate.
+"""Every graph makes exactly the calls of docs/architecture.md's table and keeps the best candidate.
 
 The scripted server gives the n candidates of one request distinct qualities q = 0..n-1 (written into
 their text) and its judge prefers the higher q, so a correct search ends with q = n-1 everywhere.

@@ -1,7 +1,7 @@
 """Dialogs -> model inputs with labels on the assistant's tokens only (the paper's loss).
 
 The image goes in the first user turn, as in LLaVA-CoT's training code. Masking is by prompt prefix
-(route B of shared/reference/local-training.md): render the dialog with the model's own chat template,
+(docs/local-models.md): render the dialog with the model's own chat template,
 and for each assistant turn find where its text starts and ends. This works with stock templates
 (Llama-3.2-Vision's has no ``{% generation %}`` markers) and any processor, whatever it does to image
 tokens, because the spans are measured from the *end* of the sequence: the text after an assistant

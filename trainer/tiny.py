@@ -7,7 +7,7 @@ trainer and any backend treat it exactly like a real checkpoint; the text it gen
 
 Two architectures:
 - ``mllama``: MllamaForConditionalGeneration, the paper's (Llama-3.2-Vision) class. Its quirks
-  (shared/reference/local-training.md §1): ``<|image|>`` must be the last id, equal to the text
+  (docs/local-models.md, "Tiny models for tests"): ``<|image|>`` must be the last id, equal to the text
   vocab size; the processor needs ``<|python_tag|>`` and a BOS; one 56 px tile needs
   ``supported_aspect_ratios=[[1, 1]]``.
 - ``llava``: LlavaForConditionalGeneration (CLIP + Llama), which current vLLM serves (vLLM dropped

@@ -1,6 +1,6 @@
 """Supervised fine-tuning of a vision-language model on four-stage traces, read top to bottom.
 
-Defaults are the paper's recipe (shared/reference/llava-cot.md §4): full fine-tune, AdamW lr 1e-5 with
+Defaults are the paper's recipe (docs/reference.md): full fine-tune, AdamW lr 1e-5 with
 weight decay 0, lr ×0.85 each epoch (StepLR, no warmup), 3 epochs, global batch 32, bf16 mixed precision
 where the hardware has it, no gradient clipping, seed 42, loss on the assistant's tokens only.
 

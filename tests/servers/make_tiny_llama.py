@@ -14,7 +14,7 @@ ChatML chat template that accepts string content or a list of parts (text parts 
 rendered, other parts such as image_url are dropped). Writes OUT_DIR/.complete (the
 sha256 of this script) last.
 --vlm builds a tiny LLaVA instead (see build_vlm).
-Recipe: /work/shared/reference/local-serving.md, Appendix A and section 1 "Vision".
+Background: docs/local-models.md ("Tiny models for tests", "vLLM on a CPU").
 """
 import os
 
