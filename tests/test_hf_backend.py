@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
+import threading
 
+import image_probe
 import pytest
 from conftest import read_jsonl, stagewise, write_items
 
@@ -140,27 +141,26 @@ async def test_stop_string_ends_the_row_and_is_not_returned(tiny_models):
     assert cut.completion_tokens < 16
 
 
-async def test_loading_and_generating_never_block_the_event_loop(tiny_models, chart):
+async def test_generating_and_decoding_images_never_run_on_the_event_loop(tiny_models, chart):
+    """The loop keeps serving other items while a batch runs: the model's forward passes (a torch
+    forward hook) and the image decoding (a Pillow plugin, tests/image_probe.py) record their thread."""
+    image_probe.register()
+    loop_thread = threading.get_ident()
+    forward_threads: list[int] = []
     backend = make_backend(f"hf:{tiny_models['mllama']}")
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.01)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    tick = asyncio.create_task(ticker())
     try:
-        await asyncio.gather(*(backend.complete(r) for r in mixed_requests(data_url(chart))))
+        await backend.complete(Request([user("warm up")], max_tokens=1))  # loads the model
+        backend._runner.model.register_forward_pre_hook(lambda *_: forward_threads.append(threading.get_ident()))
+        image_probe.threads.clear()
+        probed = await asyncio.gather(*(backend.complete(r) for r in mixed_requests(
+            image_probe.data_url(chart.read_bytes()))))
+        plain = await asyncio.gather(*(backend.complete(r) for r in mixed_requests(data_url(chart))))
     finally:
-        done.set()
-        await tick
         await backend.aclose()
-    assert len(gaps) > 5 and max(gaps) < 1.0, f"the loop stalled for {max(gaps):.2f} s"
+    assert image_probe.threads and forward_threads
+    assert loop_thread not in image_probe.threads, "an image was decoded on the event loop"
+    assert loop_thread not in forward_threads, "the model ran on the event loop"
+    assert texts(probed) == texts(plain), "the probe image is the chart, decoded"
 
 
 def test_model_string_errors(tmp_path):
@@ -222,15 +222,16 @@ async def test_an_image_is_encoded_once_for_every_request_that_shows_it(tiny_mod
         await backend.complete(Request([user("warm up")], max_tokens=1))
         runner = backend._runner
         assert runner.vision in ("features", "mllama")
-        encoded = []
-        encode = runner._encode
-        runner._encode = lambda prompt: encoded.append(prompt.keys) or encode(prompt)
+        base = runner.model.base_model
+        tower = getattr(base, "vision_tower", None) or base.vision_model  # LLaVA's, Mllama's
+        passes = []
+        tower.register_forward_hook(lambda *_: passes.append(1))
         requests = mixed_requests(data_url(chart))
         await asyncio.gather(*(backend.complete(r) for r in requests))
         await backend.complete(requests[0])
     finally:
         await backend.aclose()
-    assert len(encoded) == 1, "one image, many requests and rows: one pass of the vision tower"
+    assert len(passes) == 1, "one image, many requests and rows: one pass of the vision tower"
 
 
 async def test_the_per_row_processor_path_agrees_with_pre_encoded_images(tiny_models, chart):
