@@ -15,7 +15,8 @@ Faults are asked for by directives in the request's text, so one run can mix the
   [[echo-auth]]  answer 401 quoting the Authorization header (a provider that echoes the key)
   [[jitter:MS]]  every request waits a random 0..MS ms first (unseeded), so replies arrive in a new order
   [[retry-after:S]]  the Retry-After header of scripted 429s (default 0.05)
-  [[fail-seed:S]]    a request whose `seed` is S always answers 400 (a fanned-out sample that fails)
+  [[fail-seed:S]]    a request whose `seed` is S waits until GET /release, then answers 400 (a
+                     fanned-out sample that fails when the test says so)
   [[slow-seed:S,T]]  requests with these seeds wait until the client disconnects (counted as
                      `disconnected` in /stats) or --hang-s passes
 "Exact request" = same body, so a retry counts as the next attempt. GET /stats reports counters;
@@ -106,6 +107,7 @@ class FakeServer:
             return web.json_response({"error": {"message": f"Incorrect API key provided: {auth}"}},
                                      status=401)
         if "fail-seed" in directives and str(body.get("seed")) == directives["fail-seed"][1]:
+            await self.release.wait()
             self.stats["fault_seed"] += 1
             return web.json_response({"error": {"message": "scripted failure for this seed"}}, status=400)
         if "slow-seed" in directives and str(body.get("seed")) in directives["slow-seed"][1].split(","):
