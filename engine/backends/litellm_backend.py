@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from engine.errors import (BadOutput, BadRequest, CallError, CallTimeout, ConnectionFailed, RateLimited,
@@ -75,9 +76,7 @@ def _typed(exc: Exception) -> CallError:
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
     if name == "RateLimitError" or status == 429:
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None) or {}
-        return RateLimited(message, retry_after=retry_after_seconds(headers.get("retry-after")))
+        return RateLimited(message, retry_after=_retry_after(exc))
     if name in {"Timeout", "APITimeoutError"} or status == 408:
         return CallTimeout(message)
     if name == "APIConnectionError":
@@ -90,3 +89,15 @@ def _typed(exc: Exception) -> CallError:
     if isinstance(status, int) and 400 <= status < 500:
         return BadRequest(message)
     return ServerError(message)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """The provider's wait: Retry-After from the reply's headers (LiteLLM keeps them on
+    `litellm_response_headers`; `exc.response` is a stand-in without them), else Google's RetryInfo."""
+    for headers in (getattr(exc, "litellm_response_headers", None),
+                    getattr(getattr(exc, "response", None), "headers", None)):
+        value = headers.get("retry-after") if headers else None
+        if value:
+            return retry_after_seconds(value)
+    delay = re.search(r'"retryDelay":\s*"(\d+(?:\.\d+)?)s"', str(exc))
+    return float(delay.group(1)) if delay else None

@@ -1,0 +1,151 @@
+"""Providers beyond OpenAI's wire format, through the engine's LiteLLM path, and fallback models.
+
+Each server in tests/servers/ speaks one provider's format strictly (Anthropic's Messages API, Gemini's
+generateContent) and answers like tests/fake_server.py: candidates of one prompt get distinct qualities
+q = 0, 1, 2, ... and the judge prefers the higher q, so a stage_beam run that fanned n out into distinct
+samples ends with q = n-1 in every stage. The servers log every request with their own clock, which is
+where retries, Retry-After waits, images and token counts are checked.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT, read_jsonl, stagewise, write_items
+
+N = 3
+KEY_MARKER = "sk-MARKER-never-written-7f3a9c"
+RETRY_AFTER_S = 1
+
+
+class ProviderServer:
+    """One scripted provider server from tests/servers/, on 127.0.0.1 at a free port."""
+
+    def __init__(self, script: str, *args: str):
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "servers" / script), "--port", "0",
+                                      "--retry-after", str(RETRY_AFTER_S), *args], stdout=subprocess.PIPE, text=True)
+        self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline().split()[1])}"
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.base + "/stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def start_server():
+    servers: list[ProviderServer] = []
+
+    def start(script: str, *args: str) -> ProviderServer:
+        servers.append(ProviderServer(script, *args))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+# provider → (server script, LiteLLM model string with a price in LiteLLM's map, api_base path, key env var,
+#             the status its "overloaded" directive is answered with)
+PROVIDERS = {
+    "anthropic": ("anthropic_server.py", "anthropic/claude-haiku-4-5", "", "ANTHROPIC_API_KEY", 529),
+    "gemini": ("gemini_server.py", "gemini/gemini-2.5-flash", "/v1beta", "GEMINI_API_KEY", 503),
+}
+
+
+def _items(tmp_path: Path, *extra: dict) -> Path:
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "chart.png")
+    return write_items(tmp_path / "items.jsonl", [
+        {"id": "img", "question": "Which bar is the tallest?", "image": "chart.png", "answer": "A"},
+        {"id": "rate", "question": "Which bar is shortest? [[429x1]]", "image": "chart.png", "answer": "A"},
+        {"id": "busy", "question": "How many bars? [[529x1]]", "image": "chart.png", "answer": "A"},
+        *extra])
+
+
+def _price(model: str) -> tuple[float, float]:
+    import litellm
+
+    entry = litellm.model_cost[model.split("/", 1)[1]]
+    return entry["input_cost_per_token"], entry["output_cost_per_token"]
+
+
+def _no_key_in(out: Path) -> list[str]:
+    return [str(p) for p in out.rglob("*") if p.is_file() and KEY_MARKER.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+def test_stage_beam_through_litellm(tmp_path, start_server, provider):
+    script, model, path, key_env, overloaded = PROVIDERS[provider]
+    server = start_server(script)
+    items = _items(tmp_path, {"id": "leak", "question": "Echo my key [[echo-auth]]"})
+    out = tmp_path / "out"
+    proc = stagewise("generate", items, "--out", out, "--graph", "stage_beam", "--n", N, "--model", model,
+                     "--api-base", server.base + path, "--backoff", "0.01", "--no-progress",
+                     env={key_env: KEY_MARKER})
+    rows = {r["id"]: r for r in read_jsonl(out / "results.jsonl")}
+    traces = read_jsonl(out / "traces.jsonl")
+    calls = [t for t in traces if t["event"] == "llm.call"]
+    stats = server.stats()
+    log = stats["log"]
+
+    # the key-echoing item is an error row (a 4xx is not retried); every other item is ok, best of n
+    assert proc.returncode == 3, proc.stderr
+    assert rows.pop("leak")["status"] == "error"
+    assert all(r["status"] == "ok" for r in rows.values()), [r["error"] for r in rows.values()]
+    for r in rows.values():
+        assert all(f"q={N - 1}" in body for body in r["stages"].values()), r["stages"]
+
+    # the server took every request as its format (no 400), images included, decoded at their size
+    assert [e["problem"] for e in log if "problem" in e] == []
+    assert stats["images"] and not stats.get("images_bad")
+    assert {(i["media_type"], tuple(i["size"])) for i in stats["images"]} == {("image/png", (40, 30))}
+
+    # n > 1 fanned out: one n=1 request per sample, and each sample of a prompt a distinct one
+    generate = [t for t in calls if t["role"] == "generate" and t["status"] == "ok"]
+    groups = defaultdict(set)
+    for t in generate:
+        groups[t["item_id"], t["stage"]].add(t["sample"])
+    assert len(groups) == 3 * 4 and all(s == set(range(N)) for s in groups.values())
+    assert all(t["n"] == 1 for t in generate)
+    samples = Counter(e["prompt"] for e in log if e["status"] == 200)
+    assert sum(1 for count in samples.values() if count == N) == len(groups)
+
+    # usage: what the server reported is what traces, rows and the summary hold
+    served = [e for e in log if e["status"] == 200]
+    fresh = [t for t in calls if t["status"] == "ok" and t["cache"] == "miss"]
+    assert sum(t["prompt_tokens"] for t in fresh) == sum(e["input_tokens"] for e in served)
+    assert sum(t["completion_tokens"] for t in fresh) == sum(e["output_tokens"] for e in served)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prompt_tokens"] == sum(r["usage"]["prompt_tokens"] for r in rows.values()) > 0
+
+    # cost from LiteLLM's price map for this model, per call
+    p_in, p_out = _price(model)
+    for t in fresh:
+        assert t["cost_usd"] == pytest.approx(t["prompt_tokens"] * p_in + t["completion_tokens"] * p_out)
+    assert summary["cost_usd"] > 0
+    assert summary["cost_usd"] == pytest.approx(sum(t["cost_usd"] for t in calls), rel=1e-4)
+
+    # retries on 429 and on "overloaded"; the 429's Retry-After honoured (the server's own clock)
+    by_key = defaultdict(list)
+    for e in log:
+        by_key[e["key"]].append(e)
+    faulted = [es for es in by_key.values() if es[0]["status"] in (429, overloaded)]
+    assert {es[0]["status"] for es in faulted} == {429, overloaded}
+    assert all(any(e["status"] == 200 for e in es[1:]) for es in faulted)
+    # (samples of one prompt can be byte-identical: the retry is the request of that body that came last)
+    waits = [es[-1]["ts"] - es[0]["ts"] for es in faulted if es[0]["status"] == 429]
+    assert min(waits) >= RETRY_AFTER_S - 0.05, waits
+    assert {t["error"].split(":")[0] for t in calls if t["status"] == "retry"} == {"rate_limit", "server"}
+
+    # the API key reached the server, was echoed back, and is in no file we wrote
+    assert _no_key_in(out) == []
