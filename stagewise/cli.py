@@ -95,6 +95,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="base URL of the provider or server, e.g. http://127.0.0.1:8000/v1 (default: env "
                         "STAGEWISE_API_BASE, else the provider's own endpoint)")
     p.add_argument("--judge-api-base", default=None, help="base URL for the judge model (default: --api-base)")
+    p.add_argument("--fallback-model", action="append", default=None, metavar="MODEL",
+                   help="a model that answers the calls --model cannot (after its retries, or at once on an error "
+                        "retrying cannot fix); repeat or comma-separate for a chain, tried in order. Traces and "
+                        "each row's answered_by name who answered; docs/providers.md (default: none)")
+    p.add_argument("--fallback-api-base", action="append", default=None, metavar="URL",
+                   help="base URL for the fallback models: one for all, or one per --fallback-model in order "
+                        "(default: each provider's own endpoint)")
     p.add_argument("--mode", choices=("full", "staged"), default="staged",
                    help="full: the 4-tag prompt in one call; staged: one call per stage")
     p.add_argument("--n", type=int, default=4, help="candidates per step for search graphs")

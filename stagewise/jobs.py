@@ -10,6 +10,7 @@ from engine.backends import make_backend
 from engine.cache import Cache
 from engine.client import Client
 from engine.errors import UsageError
+from engine.fallback import FallbackClient, recording_answers
 from engine.limits import Limits, account_key
 from engine.retry import RetryPolicy
 from engine.runner import run_items
@@ -41,6 +42,9 @@ class Job:
         self.judge_model = judge_model or self.model
         # one Limits per provider account: a judge on the generator's account shares its caps
         self.accounts = (account_key(self.model, args.api_base), account_key(self.judge_model, judge_api_base))
+        fallbacks = fallback_models(args)
+        self.fallback_backends = [make_backend(m, base, args.client) for m, base in fallbacks]
+        self.fallback_accounts = [account_key(m, base) for m, base in fallbacks]
 
     async def run(self, out: Path, cache: Cache | None) -> dict[str, Any]:
         a = self.args
@@ -48,17 +52,22 @@ class Job:
         tracer = Tracer(out / "traces.jsonl")
         retry = RetryPolicy(max_attempts=a.max_retries + 1, timeout_s=a.timeout, base_delay_s=a.backoff,
                             max_retry_after_s=a.max_retry_after)
-        limits = {key: Limits(a.concurrency, a.rpm, a.tpm) for key in self.accounts}
+        limits = {key: Limits(a.concurrency, a.rpm, a.tpm) for key in (*self.accounts, *self.fallback_accounts)}
         generator = Client(self.generator_backend, tracer=tracer, cache=cache,
                            limits=limits[self.accounts[0]], retry=retry)
+        if self.fallback_backends:  # the judge, when it is the generator's model, falls back with it
+            generator = FallbackClient([generator, *(
+                Client(b, tracer=tracer, cache=cache, limits=limits[k], retry=retry)
+                for b, k in zip(self.fallback_backends, self.fallback_accounts))])
         judge = generator if self.judge_backend is None else Client(
             self.judge_backend, tracer=tracer, cache=cache, limits=limits[self.accounts[1]], retry=retry)
         settings = settings_from(a)
         if self.spec.selection:
             settings = replace(settings, selection=self.spec.selection)
+        solve = build_graph(self.spec, settings, Roles(generator, judge))
         try:
             return await run_items(
-                a.items, out, build_graph(self.spec, settings, Roles(generator, judge)), tracer=tracer,
+                a.items, out, recording_answers(solve) if self.fallback_backends else solve, tracer=tracer,
                 meta={"graph": self.spec.name, "model": self.model, "judge_model": self.judge_model},
                 concurrency=a.items_in_flight or a.concurrency, max_image_side=a.max_image_side,
                 show_progress=not a.no_progress, retry_errors=getattr(a, "retry_errors", "retryable"))
@@ -67,6 +76,18 @@ class Job:
             if judge is not generator:
                 await judge.aclose()
             tracer.close()
+
+
+def fallback_models(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """(model, api base) per --fallback-model, in order; bases: none, one for all, or one per model."""
+    models = [m.strip() for value in args.fallback_model or () for m in value.split(",") if m.strip()]
+    bases = [b.strip() for value in args.fallback_api_base or () for b in value.split(",") if b.strip()]
+    if bases and not models:
+        raise UsageError("--fallback-api-base needs a --fallback-model")
+    if len(bases) > 1 and len(bases) != len(models):
+        raise UsageError(f"{len(bases)} --fallback-api-base values for {len(models)} fallback models: "
+                         "give one for all of them, or one per model")
+    return [(m, bases[i] if len(bases) > 1 else (bases or [None])[0]) for i, m in enumerate(models)]
 
 
 def _cache(args: argparse.Namespace, default: Path) -> Cache | None:

@@ -149,3 +149,55 @@ def test_stage_beam_through_litellm(tmp_path, start_server, provider):
 
     # the API key reached the server, was echoed back, and is in no file we wrote
     assert _no_key_in(out) == []
+
+
+ANTHROPIC, GEMINI = PROVIDERS["anthropic"][1], PROVIDERS["gemini"][1]
+
+
+@pytest.mark.parametrize("fail_status", [529, 401])
+def test_fallback_model_answers_when_the_primary_cannot(tmp_path, start_server, fail_status):
+    """Primary: Anthropic, overloaded for good (retried, then given up) or rejecting the key (not retried).
+    Fallback: Gemini at its own base URL. Every item is answered, and the traces say by whom."""
+    primary = start_server("anthropic_server.py", "--fail-status", str(fail_status))
+    fallback = start_server("gemini_server.py")
+    Image.new("RGB", (40, 30), (30, 30, 200)).save(tmp_path / "chart.png")
+    items = write_items(tmp_path / "items.jsonl", [
+        {"id": f"f{i}", "question": f"Which bar is the tallest? ({i})", "image": "chart.png"} for i in range(2)])
+    out = tmp_path / "out"
+    stagewise("generate", items, "--out", out, "--graph", "stage_beam", "--n", 2, "--model", ANTHROPIC,
+              "--api-base", primary.base, "--fallback-model", GEMINI, "--fallback-api-base", fallback.base + "/v1beta",
+              "--max-retries", 1, "--backoff", "0.01", "--no-progress",
+              env={"ANTHROPIC_API_KEY": KEY_MARKER, "GEMINI_API_KEY": KEY_MARKER}, check=True)
+    rows = read_jsonl(out / "results.jsonl")
+    traces = read_jsonl(out / "traces.jsonl")
+    calls = [t for t in traces if t["event"] == "llm.call"]
+
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    assert all("q=1" in body for r in rows for body in r["stages"].values())
+    answered = [t for t in calls if t["status"] == "ok"]
+    assert answered and {t["model"] for t in answered} == {GEMINI}
+    for r in rows:
+        assert r["answered_by"] == {GEMINI: sum(1 for t in answered if t["item_id"] == r["id"])}
+
+    tried = [t for t in calls if t["model"] == ANTHROPIC]
+    given_up = [t for t in tried if t["status"] == "error"]
+    moved = [t for t in traces if t["event"] == "llm.fallback"]
+    assert moved and all(t["model"] == ANTHROPIC and t["fallback"] == GEMINI for t in moved)
+    reason = {529: "server", 401: "bad_request"}[fail_status] + ": "  # the error kind the engine gave it
+    assert given_up and all(t["error"].startswith(reason) for t in given_up + moved)
+    if fail_status == 529:  # retryable: each sample retried once (--max-retries 1) before moving on
+        assert {t["attempt"] for t in given_up} == {2} and any(t["status"] == "retry" for t in tried)
+    else:  # a rejected key cannot get better with retries: straight to the fallback
+        assert {t["attempt"] for t in tried} == {1} and all(t["status"] == "error" for t in tried)
+    assert primary.stats()["requests"] >= len(moved)
+    assert _no_key_in(out) == []
+
+
+def test_fallback_api_bases_must_match_the_models(tmp_path):
+    items = write_items(tmp_path / "items.jsonl", [{"id": "x", "question": "q"}])
+    proc = stagewise("generate", items, "--out", tmp_path / "out", "--model", "hosted_vllm/a", "--api-base",
+                     "http://127.0.0.1:9/v1", "--fallback-model", "hosted_vllm/b,hosted_vllm/c",
+                     "--fallback-api-base", "http://127.0.0.1:9/v1,http://127.0.0.1:8/v1,http://127.0.0.1:7/v1")
+    assert proc.returncode == 2
+    assert "3 --fallback-api-base values for 2 fallback models" in proc.stderr
+    assert not (tmp_path / "out").exists()

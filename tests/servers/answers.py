@@ -83,10 +83,16 @@ def reply(last_user: str, prefix: str | None, stop: list[str], q: int, directive
         content = f"<{tag}>{stage_bodies(answer, q)[tag]}{close}"
     else:
         content = four_stage_answer(answer, q, tags="notags" not in directives)
-    for s in stop:
-        if s in content:
-            content = content[: content.index(s)]
-    return content
+    return cut_at_stop(content, stop)[0]
+
+
+def cut_at_stop(text: str, stop: list[str]) -> tuple[str, str | None]:
+    """`text` up to its earliest stop string (excluded, as providers return it) and which one hit."""
+    hits = [(text.index(s), s) for s in stop if s and s in text]
+    if not hits:
+        return text, None
+    at, which = min(hits)
+    return text[:at], which
 
 
 def tokens(text: str) -> int:
