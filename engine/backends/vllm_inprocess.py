@@ -30,7 +30,8 @@ import os
 from typing import Any
 
 from engine import pricing
-from engine.backends.hf import _split_images, check_model_path, has_vision, split_spec
+from engine.backends.chat_images import split_images
+from engine.backends.model_spec import check_model_path, has_vision, split_spec
 from engine.errors import BadRequest, CallError, ServerError, UsageError
 from engine.types import Capabilities, Completion, Request
 
@@ -144,7 +145,7 @@ class VLLMBackend:
 
 
 def _prompt(template, request: Request) -> dict[str, Any]:
-    messages, images, _ = _split_images(request.messages)
+    messages, images, _ = split_images(request.messages)
     cont = bool(request.continue_final and messages and messages[-1].get("role") == "assistant")
     text = template.apply_chat_template(messages, tokenize=False, add_generation_prompt=not cont,
                                         continue_final_message=cont)
