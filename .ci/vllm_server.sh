@@ -320,7 +320,7 @@ do_status() {
 # path on stdout.
 do_prepare() {
   VISION=1 ensure_venv
-  "$VPY" -m pip install --progress-bar off -q structlog orjson asyncio-throttle >&2
+  "$VPY" -m pip install --progress-bar off -q structlog orjson >&2
   echo "$VENV"
 }
 

@@ -117,7 +117,7 @@ async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tr
         summary = {
             **meta,
             "items": len(results.done), **results.totals,
-            "errors_by_cause": dict(results.errors_by_cause.most_common()),
+            "errors_by_cause": dict(sorted(results.errors_by_cause.items(), key=lambda kv: (-kv[1], kv[0]))),
             "retried": len(results.retrying),
             **{k: v for k, v in results.usage.as_dict().items()},
             "tokens": results.usage.prompt_tokens + results.usage.completion_tokens,

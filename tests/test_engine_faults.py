@@ -22,7 +22,7 @@ def test_every_item_ends_exactly_once_under_faults(tmp_path, fake_server_factory
                      "--api-base", server.api_base, "--timeout", "1", "--max-retries", "3",
                      "--backoff", "0.01", "--no-progress", "--concurrency", "8")
     assert proc.returncode == 3, proc.stderr  # the run went to its end with error rows
-    assert "2 item(s) ended in error (1 server, 1 bad_output)" in proc.stderr
+    assert "2 item(s) ended in error (1 bad_output, 1 server)" in proc.stderr
 
     results = read_jsonl(out / "results.jsonl")
     ids = Counter(r["id"] for r in results)

@@ -27,7 +27,7 @@ from conftest import ROOT, read_jsonl, write_items
 VENV = os.environ.get("STAGEWISE_VLLM_VENV")
 VPY = str(Path(VENV) / "bin" / "python") if VENV else None
 CORE_DEPS = {"aiohttp": "aiohttp", "pydantic": "pydantic", "structlog": "structlog", "orjson": "orjson",
-             "rich": "rich", "asyncio_throttle": "asyncio-throttle", "PIL": "pillow", "uvloop": "uvloop"}
+             "rich": "rich", "PIL": "pillow", "uvloop": "uvloop"}
 needs_vllm = pytest.mark.skipif(not VENV and not os.environ.get("CI"),
                                 reason="STAGEWISE_VLLM_VENV is not set (a venv with vllm)")
 GRAPHS = "chain,best_of_n,sentence_beam,stage_beam"
