@@ -83,14 +83,15 @@ def _no_key_in(out: Path) -> list[str]:
     return [str(p) for p in out.rglob("*") if p.is_file() and KEY_MARKER.encode() in p.read_bytes()]
 
 
-@pytest.mark.parametrize("provider", list(PROVIDERS))
-def test_stage_beam_through_litellm(tmp_path, start_server, provider):
+@pytest.mark.parametrize("provider,mode", [("anthropic", "staged"), ("gemini", "staged"), ("anthropic", "full")])
+def test_stage_beam_through_litellm(tmp_path, start_server, provider, mode):
+    """staged: one prompt per stage. full (Anthropic): the chosen prefix sent as an assistant prefill."""
     script, model, path, key_env, overloaded = PROVIDERS[provider]
     server = start_server(script)
     items = _items(tmp_path, {"id": "leak", "question": "Echo my key [[echo-auth]]"})
     out = tmp_path / "out"
-    proc = stagewise("generate", items, "--out", out, "--graph", "stage_beam", "--n", N, "--model", model,
-                     "--api-base", server.base + path, "--backoff", "0.01", "--no-progress",
+    proc = stagewise("generate", items, "--out", out, "--graph", "stage_beam", "--mode", mode, "--n", N,
+                     "--model", model, "--api-base", server.base + path, "--backoff", "0.01", "--no-progress",
                      env={key_env: KEY_MARKER})
     rows = {r["id"]: r for r in read_jsonl(out / "results.jsonl")}
     traces = read_jsonl(out / "traces.jsonl")
@@ -109,6 +110,7 @@ def test_stage_beam_through_litellm(tmp_path, start_server, provider):
     assert [e["problem"] for e in log if "problem" in e] == []
     assert stats["images"] and not stats.get("images_bad")
     assert {(i["media_type"], tuple(i["size"])) for i in stats["images"]} == {("image/png", (40, 30))}
+    assert any(e.get("prefill") for e in log) == (mode == "full")
 
     # n > 1 fanned out: one n=1 request per sample, and each sample of a prompt a distinct one
     generate = [t for t in calls if t["role"] == "generate" and t["status"] == "ok"]

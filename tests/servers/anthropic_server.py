@@ -84,7 +84,7 @@ def make_app(script: Script) -> web.Application:
         if tokens(text) > body["max_tokens"]:
             text, stop_reason, hit = text[: body["max_tokens"] * 4], "max_tokens", None
         usage = {"input_tokens": tokens(everything), "output_tokens": tokens(text)}
-        script.note(key, 200, prompt=prompt_key, q=q, **usage)
+        script.note(key, 200, prompt=prompt_key, q=q, prefill=prefix is not None, **usage)
         return web.json_response({
             "id": f"msg_{key}", "type": "message", "role": "assistant", "model": body["model"],
             "content": [{"type": "text", "text": text}], "stop_reason": stop_reason, "stop_sequence": hit,
