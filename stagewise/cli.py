@@ -5,6 +5,7 @@ Heavy parts load lazily: `generate` never imports torch, and LiteLLM only when a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -143,8 +144,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=None, help="cache file (default: DIR/cache.sqlite)")
     p.add_argument("--client", choices=("auto", "direct", "litellm"), default="auto",
                    help="auto: direct HTTP for OpenAI-compatible endpoints, LiteLLM otherwise")
+    p.add_argument("--trace-prompts", action="store_true",
+                   help="write each call's messages into traces.jsonl (`messages` of llm.call; images as a short "
+                        "placeholder). Off: traces hold every reply and verdict but no prompts (size)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress on stderr (a live bar on a terminal, else a plain line every 10 s and at the end)")
+    ray = p.add_argument_group("on a Ray cluster (needs the ray extra; docs/scale-out.md)")
+    ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="run on Ray: a local cluster for this command (no ADDRESS), the one `ray start` runs "
+                          "here (auto), or ray://HOST:10001. Same outputs as without it; --concurrency and "
+                          "--items-in-flight then hold per actor, --rpm/--tpm for the whole cluster; several "
+                          "comma-separated --api-base URLs are spread across the actors (default: off)")
+    ray.add_argument("--ray-actors", type=int, default=2, help="engine actors, each with its own clients and model")
+    ray.add_argument("--ray-batch-size", type=int, default=8, help="items per batch sent to an actor")
+    ray.add_argument("--ray-gpus-per-actor", type=float, default=0.0,
+                     help="GPUs per actor for an in-process model (vllm:DIR with tensor_parallel_size=N needs N)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,9 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # commands whose modules import their heavy parts (torch, vllm) only when they run
     from stagewise import demo, serve
+    from stagewise.view import command as view
     from trainer import cli as trainer_cli
 
-    for module in (trainer_cli, serve, demo):
+    for module in (trainer_cli, serve, demo, view):
         module.register(sub)
     return parser
 
@@ -203,11 +218,23 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-retry-after must be 0 or more seconds, not {args.max_retry_after:g}")
 
 
+def _cluster(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """With --ray: connected to (or running) a Ray cluster for the command's length."""
+    if args.ray is None:
+        return contextlib.nullcontext()
+    if args.ray_actors < 1 or args.ray_batch_size < 1 or args.ray_gpus_per_actor < 0:
+        raise UsageError("--ray-actors and --ray-batch-size must be at least 1, --ray-gpus-per-actor 0 or more")
+    from stagewise.cluster.driver import on_cluster
+
+    return on_cluster(args.ray, args.ray_actors)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from stagewise.jobs import run_generate
 
     _check_common(args)
-    summary = run(run_generate(args))
+    with _cluster(args):
+        summary = run(run_generate(args))
     print(summary_line(summary) + f" · results in {args.out / 'results.jsonl'}")
     return exit_status([(args.out, summary)])
 
@@ -216,7 +243,8 @@ def _compare(args: argparse.Namespace) -> int:
     from stagewise.jobs import run_compare
 
     _check_common(args)
-    report = run(run_compare(args))
+    with _cluster(args):
+        report = run(run_compare(args))
     print(report["markdown"])
     print(f"report: {args.out / 'report.md'}, {args.out / 'report.json'}, {args.out / 'report.png'}; "
           f"per-graph results and traces in {args.out}/<graph>/")
