@@ -15,7 +15,7 @@ from engine.cache import Cache, request_key
 from engine.errors import BadOutput, CallError, CallTimeout, RateLimited
 from engine.limits import Limits
 from engine.retry import RetryPolicy
-from engine.trace import Tracer, Usage, current_span, new_span_id
+from engine.trace import Tracer, Usage, current_span, messages_for_trace, new_span_id
 from engine.types import Backend, Completion, Request
 
 if sys.version_info >= (3, 11):
@@ -130,7 +130,8 @@ class Client:
                           model=self.model, n=request.n, sample=index,
                           prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
                           cost_usd=paid, latency_s=round(latency, 4), cache=cache, attempt=attempt,
-                          status=status, error=None, finish_reason=c.finish_reason)
+                          status=status, error=None, finish_reason=c.finish_reason, text=c.text,
+                          **self._messages(request))
 
     def _trace_failure(self, request: Request, sample: int, latency: float, attempt: int,
                        error: CallError, final: bool) -> None:
@@ -139,7 +140,11 @@ class Client:
                           model=self.model, n=request.n, sample=sample, prompt_tokens=0,
                           completion_tokens=0, cost_usd=0.0, latency_s=round(latency, 4), cache="miss",
                           attempt=attempt, status="error" if final else "retry",
-                          error=f"{error.kind}: {error}")
+                          error=f"{error.kind}: {error}", **self._messages(request))
+
+    def _messages(self, request: Request) -> dict[str, object]:
+        """With --trace-prompts, the request's messages for its llm.call events; nothing otherwise."""
+        return {"messages": messages_for_trace(request.messages)} if self.tracer.prompts else {}
 
     async def aclose(self) -> None:
         await self.backend.aclose()  # the cache may be shared between clients: its owner closes it

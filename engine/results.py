@@ -57,6 +57,7 @@ class ResultsFile:
         self.retried_path = path.with_name("retried.jsonl")
         self.done: set[str] = set()
         self.retrying: set[str] = set()  # ids whose error rows were moved out to run again
+        self.retried_rows: Counter[str] = Counter()  # per id, its error rows moved out by every rerun so far
         self.totals = {"ok": 0, "error": 0}
         self.errors_by_cause: Counter[str] = Counter()
         self.usage = Usage()  # everything spent on this folder's items, retried rows' attempts included
@@ -67,8 +68,10 @@ class ResultsFile:
             repair_tail(self.retried_path)
             for line in self.retried_path.read_bytes().splitlines():
                 try:
-                    self.usage.add(_usage_of(orjson.loads(line)))
-                except (ValueError, TypeError):
+                    row = orjson.loads(line)
+                    self.usage.add(_usage_of(row))
+                    self.retried_rows[row["id"]] += 1
+                except (ValueError, TypeError, KeyError):
                     continue
         self._file = open(path, "a", encoding="utf-8", buffering=1 << 20)
         self._flush_scheduled = False
@@ -105,6 +108,10 @@ class ResultsFile:
         if not ok:
             self.errors_by_cause[error_cause(row)] += 1
         self.usage.add(_usage_of(row))
+
+    def attempt(self, item_id: str) -> int:
+        """Which attempt at this item a run now makes: 1, or 1 + its error rows that were retried."""
+        return 1 + self.retried_rows[item_id]
 
     def append(self, row: dict[str, Any]) -> None:
         """Write the row and flush before the event loop runs anything else (rows that finish in the

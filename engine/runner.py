@@ -53,6 +53,58 @@ def _count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
+async def solve_entry(entry: Item | BadLine, solve: Solve, *, meta: dict[str, Any], tracer: Tracer,
+                      base_dir: Path, load_image: Callable[[Item], Awaitable[str]],
+                      on_start: Callable[[Usage], None] | None = None,
+                      attempt: int = 1) -> tuple[dict[str, Any], Usage]:
+    """One entry to its row (and its usage): the item's span, its image, the graph, an error row naming
+    the item and its cause. Shared by the local runner and the Ray actors (stagewise/cluster).
+    `attempt` is 1 + the error rows of this item that reruns have retried (ResultsFile.attempt)."""
+    row: dict[str, Any] = {"id": entry.id, "status": "error", "error": None, "error_cause": None, **meta}
+    t0 = time.perf_counter()
+    start_ts = round(time.time(), 4)
+    with item_span(entry.id, graph=meta.get("graph")) as span:
+        tracer.event("item.start", attempt=attempt)
+        if on_start is not None:
+            on_start(span.usage)  # its calls count on the display as they are made
+        if isinstance(entry, BadLine):
+            row["error"], row["error_cause"] = entry.error, INPUT_CAUSE
+        else:
+            row.update(question=entry.question, image=_image_ref(entry.image, base_dir), reference=entry.answer)
+            try:
+                image_url = await load_image(entry) if entry.image else None
+                row.update(await solve(entry, image_url))
+                row["status"] = "ok"
+            except Exception as exc:  # one bad item never sinks the batch
+                if _interrupted():
+                    raise  # Ctrl-C: not this item's failure; it runs again on resume
+                row["error"], row["error_cause"] = describe_error(entry.id, exc)
+        row["error"] = redact(row["error"]) if row["error"] else None
+        row["usage"] = span.usage.as_dict()
+        row["latency_s"] = round(time.perf_counter() - t0, 4)
+        tracer.event("item.end", status=row["status"], error=row["error"], error_cause=row["error_cause"],
+                     latency_s=row["latency_s"], start_ts=start_ts,
+                     **{f"usage_{k}": v for k, v in row["usage"].items()})
+    return row, span.usage
+
+
+def write_summary(out_dir: Path, meta: dict[str, Any], results: ResultsFile, run_usage: Usage, finished: int,
+                  started: float) -> dict[str, Any]:
+    """DIR/summary.json: the folder's totals (every run) and this run's (`this_run`)."""
+    summary = {
+        **meta,
+        "items": len(results.done), **results.totals,
+        "errors_by_cause": dict(sorted(results.errors_by_cause.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "retried": len(results.retrying),
+        **{k: v for k, v in results.usage.as_dict().items()},
+        "tokens": results.usage.prompt_tokens + results.usage.completion_tokens,
+        "this_run": {**run_usage.as_dict(), "items": finished, "wall_s": round(time.perf_counter() - started, 3)},
+        "wall_s": round(time.perf_counter() - started, 3),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tracer,
                     meta: dict[str, Any], concurrency: int = 32, max_image_side: int = DEFAULT_MAX_SIDE,
                     show_progress: bool = True, retry_errors: str = "retryable") -> dict[str, Any]:
@@ -68,35 +120,16 @@ async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tr
                            done=len(results.done), enabled=show_progress)
 
     async def process(entry: Item | BadLine) -> None:
-        row: dict[str, Any] = {"id": entry.id, "status": "error", "error": None, "error_cause": None, **meta}
-        t0 = time.perf_counter()
-        with item_span(entry.id, graph=meta.get("graph")) as span:
-            progress.start(span.usage)  # its calls count on the display as they are made
-            if isinstance(entry, BadLine):
-                row["error"], row["error_cause"] = entry.error, INPUT_CAUSE
-            else:
-                row.update(question=entry.question, image=_image_ref(entry.image, base_dir),
-                           reference=entry.answer)
-                try:
-                    image_url = None
-                    if entry.image:
-                        image_url = await asyncio.to_thread(load_image_data_url, entry.image, base_dir,
-                                                            max_image_side)
-                    row.update(await solve(entry, image_url))
-                    row["status"] = "ok"
-                except Exception as exc:  # one bad item never sinks the batch
-                    if _interrupted():
-                        raise  # Ctrl-C: not this item's failure; it runs again on resume
-                    row["error"], row["error_cause"] = describe_error(entry.id, exc)
-            row["error"] = redact(row["error"]) if row["error"] else None
-            row["usage"] = span.usage.as_dict()
-            row["latency_s"] = round(time.perf_counter() - t0, 4)
-            tracer.event("item.end", status=row["status"], error=row["error"], error_cause=row["error_cause"],
-                         latency_s=row["latency_s"], **{f"usage_{k}": v for k, v in row["usage"].items()})
-        tracer.flush(every_s=0.5)  # traces are logs: flushed twice a second, rows at once
+        row, usage = await solve_entry(entry, solve, meta=meta, tracer=tracer, base_dir=base_dir,
+                                       load_image=loader, on_start=progress.start,
+                                       attempt=results.attempt(entry.id))
+        tracer.flush()  # before its row: an item with a row has its whole tree on disk, even after kill -9
         results.append(row)
-        run_usage.add(span.usage)
-        progress.advance(ok=row["status"] == "ok", usage=span.usage)
+        run_usage.add(usage)
+        progress.advance(ok=row["status"] == "ok", usage=usage)
+
+    async def loader(entry: Item) -> str:
+        return await asyncio.to_thread(load_image_data_url, entry.image, base_dir, max_image_side)
 
     entries = iter(read_items(items_path))
 
@@ -114,18 +147,7 @@ async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tr
         with progress:
             await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     finally:
-        summary = {
-            **meta,
-            "items": len(results.done), **results.totals,
-            "errors_by_cause": dict(sorted(results.errors_by_cause.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "retried": len(results.retrying),
-            **{k: v for k, v in results.usage.as_dict().items()},
-            "tokens": results.usage.prompt_tokens + results.usage.completion_tokens,
-            "this_run": {**run_usage.as_dict(), "items": progress.finished,
-                         "wall_s": round(time.perf_counter() - started, 3)},
-            "wall_s": round(time.perf_counter() - started, 3),
-        }
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary = write_summary(out_dir, meta, results, run_usage, progress.finished, started)
         results.close()
         tracer.flush()
     return summary

@@ -2,12 +2,14 @@
 
 Every event carries the ids of the item it belongs to (item_id, trace_id) and of its place in the
 item's tree (span_id, parent_id), taken from a context variable, so code deep inside a graph never
-passes ids around and an item's whole tree can be rebuilt from the file.
+passes ids around and an item's whole tree can be rebuilt from the file. Ids are random and
+OpenTelemetry-sized (16-byte trace ids, 8-byte span ids, in hex), so they never repeat across
+processes or resumed runs. The events and their fields: docs/traces.md, engine/trace_events.py.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import itertools
 import os
 import random
 import time
@@ -22,11 +24,17 @@ import structlog
 from engine.jsonl import repair_tail
 from engine.secrets import redact
 
-_span_ids = itertools.count(1)
+_ids = random.Random()  # its own generator, seeded from os.urandom: a seeded global `random` cannot repeat ids
 
 
 def new_span_id() -> str:
-    return format(next(_span_ids), "x")
+    """16 hex digits, never all zeros (OpenTelemetry's invalid span id)."""
+    return format(_ids.getrandbits(64) or 1, "016x")
+
+
+def new_trace_id() -> str:
+    """32 hex digits, fresh for each attempt at an item."""
+    return format(_ids.getrandbits(128) or 1, "032x")
 
 
 @dataclass(slots=True)
@@ -67,8 +75,9 @@ class Span:
     trace_id: str | None = None
     span_id: str | None = None
     parent_id: str | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)  # labels: copied onto every event inside
     usage: Usage = field(default_factory=Usage)
+    attrs: dict[str, Any] = field(default_factory=dict)  # this span's own fields, written on its span.end
 
 
 current_span: ContextVar[Span] = ContextVar("stagewise_span", default=Span())
@@ -77,7 +86,7 @@ current_span: ContextVar[Span] = ContextVar("stagewise_span", default=Span())
 @contextlib.contextmanager
 def item_span(item_id: str, **fields: Any) -> Iterator[Span]:
     """Open the root span of one item: a fresh trace id and a fresh usage counter."""
-    span = Span(item_id=item_id, trace_id=f"{random.getrandbits(64):016x}", span_id=new_span_id(), fields=fields)
+    span = Span(item_id=item_id, trace_id=new_trace_id(), span_id=new_span_id(), fields=fields)
     token = current_span.set(span)
     try:
         yield span
@@ -86,9 +95,10 @@ def item_span(item_id: str, **fields: Any) -> Iterator[Span]:
 
 
 @contextlib.contextmanager
-def child_span(**fields: Any) -> Iterator[Span]:
-    """Open a child span (a stage, a selection round); its fields label every event inside it."""
-    parent = current_span.get()
+def child_span(parent: Span | None = None, **fields: Any) -> Iterator[Span]:
+    """Open a child span (a stage, a selection round) of `parent` (default: the current span); its
+    fields label every event inside it."""
+    parent = parent or current_span.get()
     span = Span(item_id=parent.item_id, trace_id=parent.trace_id, span_id=new_span_id(),
                 parent_id=parent.span_id, fields={**parent.fields, **fields}, usage=parent.usage)
     token = current_span.set(span)
@@ -96,6 +106,24 @@ def child_span(**fields: Any) -> Iterator[Span]:
         yield span
     finally:
         current_span.reset(token)
+
+
+def messages_for_trace(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages as a trace records them: text kept, each image replaced by a short placeholder
+    (a data URL would bloat the file; a remote URL may carry a signed token)."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = [_image_placeholder(p) if p.get("type") == "image_url" else p for p in content]
+        out.append({**m, "content": content})
+    return out
+
+
+def _image_placeholder(part: dict[str, Any]) -> dict[str, Any]:
+    url = (part.get("image_url") or {}).get("url", "")
+    what = f"data URL, {len(url)} chars" if url.startswith("data:") else "URL"
+    return {"type": "image_url", "image_url": {"url": f"[image: {what}]"}}
 
 
 def _redact_error(_, __, event: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +151,8 @@ def _dumps(obj: Any, **_: Any) -> str:
 class Tracer:
     """Appends events to a JSONL file. Buffered; `flush()` is called whenever an item ends."""
 
-    def __init__(self, path: str | os.PathLike[str] | None):
+    def __init__(self, path: str | os.PathLike[str] | None, *, prompts: bool = False):
+        self.prompts = prompts  # --trace-prompts: llm.call events carry their messages (images as placeholders)
         if path:
             repair_tail(Path(path))  # a line torn by kill -9 would make the file unreadable as JSONL
         self._file = open(path, "a", encoding="utf-8", buffering=1 << 16) if path else None
@@ -133,7 +162,7 @@ class Tracer:
         ).bind()  # bind once: the lazy proxy would rebuild the logger on every event
         self._flushed = time.monotonic()
 
-    def event(self, name: str, **fields: Any) -> None:
+    def event(self, name: str, /, **fields: Any) -> None:
         """Write one event labelled with the current span (explicit fields win)."""
         if self._file is None:
             return
@@ -141,11 +170,34 @@ class Tracer:
         self._log.msg(name, ts=round(time.time(), 4), item_id=span.item_id, trace_id=span.trace_id,
                       **{**span.fields, "span_id": span.span_id, "parent_id": span.parent_id, **fields})
 
+    @contextlib.contextmanager
+    def span(self, kind: str, name: str, *, parent: Span | None = None, labels: dict[str, Any] | None = None,
+             **attrs: Any) -> Iterator[Span]:
+        """A child span that writes `span.end` when it closes: `kind` and `name`, its times, its status,
+        `attrs` and whatever the body adds to `span.attrs`. `labels` go on every event inside it."""
+        start = time.time()
+        status, error = "ok", None
+        with child_span(parent, **(labels or {})) as span:
+            try:
+                yield span
+            except BaseException as exc:
+                cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+                status, error = ("cancelled", None) if cancelled else ("error", f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                self.event("span.end", kind=kind, name=name, start_ts=round(start, 4), end_ts=round(time.time(), 4),
+                           status=status, error=error, **{**attrs, **span.attrs})
+
     def flush(self, every_s: float = 0.0) -> None:
         """Flush now, or (with `every_s`) only if the last flush is older than that."""
         if self._file and (not every_s or time.monotonic() - self._flushed >= every_s):
             self._file.flush()
             self._flushed = time.monotonic()
+
+    def write_lines(self, text: str) -> None:
+        """Append events rendered elsewhere (a Ray actor's spool, stagewise/cluster): whole lines."""
+        if self._file is not None and text:
+            self._file.write(text if text.endswith("\n") else text + "\n")
 
     def close(self) -> None:
         if self._file:

@@ -4,6 +4,11 @@
   way the reference keeps them. `step` is a stage name, "full" (the whole answer) or "sentence".
 - `select(candidates, kind)` → the index of the winner, every verdict traced.
 
+Traces (docs/traces.md): a generate step is a `stage` span with one `candidate` event per candidate
+(its new text); a select is a `select` span under the stage span its candidates came from, one
+`verdict` span per comparison (its calls, `check` spans for pre-checks) and one `judge.verdict` event
+per decision, written when the selection ends so each knows its round.
+
 A stage continues the exact chosen prefix where the generator can continue an assistant message
 (`--mode full` on vLLM and other continuing backends); otherwise the chosen stages are restated in that
 stage's own prompt (`--mode staged`, or any backend that cannot continue).
@@ -17,7 +22,7 @@ from typing import Any
 from engine.errors import BadOutput
 from engine.items import Item
 from engine.messages import assistant_message, user_message
-from engine.trace import child_span
+from engine.trace import Span
 from engine.types import Request
 from judges.pairwise import (
     JudgeInputs,
@@ -28,7 +33,7 @@ from judges.pairwise import (
     judgeable,
     precheck_then_judge,
 )
-from judges.selection import bracket, knockout
+from judges.selection import Selection, bracket, knockout
 from judges.streams import Streams
 from judges.verdict import check_failed, check_failed_faithful, decide
 from search.base import Roles, Settings
@@ -74,6 +79,8 @@ class Ops:
         self.full_prompt = self.prompts.full.render(question=self.question)
         self.repairs: dict[str, list[str]] = {}  # candidate text → what was repaired along its path
         self.stages_of: dict[str, dict[str, str]] = {"": {}}  # candidate text → its stages, unparsed
+        self.made_in: dict[str, Span] = {}  # candidate text → the stage span that made it (for traces)
+        self.tracer = roles.generator.tracer
 
     # --- generate -------------------------------------------------------------------------------
 
@@ -99,29 +106,38 @@ class Ops:
                              continued=False)
 
     async def generate(self, prefix: str, step: str, n: int) -> list[str]:
-        with child_span(stage=step):
-            if step == "full":
-                outs = await self.roles.generator.complete(self._request(
-                    [user_message(self.full_prompt, self.image_url)], n, (), "full"))
-                return [o.text for o in outs]
-            if step == "sentence":
-                return await self._sentences(prefix, n)
-            if self.continues:
-                outs = await self.roles.generator.complete(self._continuation(prefix, n, (_closing(step),), step))
-                return [prefix + self._close(o.text, step) for o in outs]
-            agent = self.prompts.agents[step]
-            previous = self.stages_of.get(prefix)
-            if previous is None:
-                previous = {k: v for k, v in parse_stages(prefix).stages.items() if v is not None}
-            request = agent.request(self.question, self.image_url, previous, n=n, sampling=self.settings.sampling)
-            outs = await self.roles.generator.complete(request)
-            candidates = []
-            for o in outs:
-                parsed = agent.parse(o.text)
-                candidates.append(prefix + format_stage(step, parsed.body))
-                self.repairs[candidates[-1]] = self.repairs.get(prefix, []) + parsed.repairs
-                self.stages_of[candidates[-1]] = {**previous, step: parsed.body}
+        with self.tracer.span("stage", step, labels={"stage": step}, n=n, prefix_len=len(prefix)) as span:
+            candidates = await self._generate(prefix, step, n)
+            prefix_repairs = len(self.repairs.get(prefix, ()))
+            for i, c in enumerate(candidates):
+                self.made_in[c] = span
+                self.tracer.event("candidate", index=i, text=c[len(prefix):], prefix_len=len(prefix),
+                                  repairs=self.repairs.get(c, [])[prefix_repairs:])
             return candidates
+
+    async def _generate(self, prefix: str, step: str, n: int) -> list[str]:
+        if step == "full":
+            outs = await self.roles.generator.complete(self._request(
+                [user_message(self.full_prompt, self.image_url)], n, (), "full"))
+            return [o.text for o in outs]
+        if step == "sentence":
+            return await self._sentences(prefix, n)
+        if self.continues:
+            outs = await self.roles.generator.complete(self._continuation(prefix, n, (_closing(step),), step))
+            return [prefix + self._close(o.text, step) for o in outs]
+        agent = self.prompts.agents[step]
+        previous = self.stages_of.get(prefix)
+        if previous is None:
+            previous = {k: v for k, v in parse_stages(prefix).stages.items() if v is not None}
+        request = agent.request(self.question, self.image_url, previous, n=n, sampling=self.settings.sampling)
+        outs = await self.roles.generator.complete(request)
+        candidates = []
+        for o in outs:
+            parsed = agent.parse(o.text)
+            candidates.append(prefix + format_stage(step, parsed.body))
+            self.repairs[candidates[-1]] = self.repairs.get(prefix, []) + parsed.repairs
+            self.stages_of[candidates[-1]] = {**previous, step: parsed.body}
+        return candidates
 
     @staticmethod
     def _close(text: str, stage: str) -> str:
@@ -156,21 +172,43 @@ class Ops:
             return 0
         faithful = self.settings.faithful
         streams = self._streams(candidates, kind)
-        with child_span(stage=kind, selection=self.settings.selection):
+        tracer = self.roles.judge.tracer
+        made_in = {id(s): s for s in (self.made_in.get(c) for c in candidates) if s is not None}
+        parent = next(iter(made_in.values())) if len(made_in) == 1 else None  # the stage that made them
+        decided: dict[tuple[int, int], dict[str, Any]] = {}  # pair → its judge.verdict, written at the end
+        chosen: Selection | None = None
+        with tracer.span("select", kind, parent=parent, labels={"stage": kind, "selection": self.settings.selection},
+                         n=len(candidates)) as span:
             async def compare(a: int, b: int) -> int:
-                return await self._compare(candidates, kind, a, b, prefix, streams)
+                return await self._compare(candidates, kind, a, b, prefix, streams, decided)
 
             valid = None if faithful else (lambda text: judgeable(kind, text))
-            if self.settings.selection == "knockout":
-                chosen = await knockout(candidates, compare, streams, valid=valid)
-            else:
-                chosen = await bracket(candidates, compare, valid=valid, streams=streams)
-            tracer = self.roles.judge.tracer
-            for position in chosen.forfeits:
-                pair, winner = chosen.verdicts[position]
-                tracer.event("judge.verdict", stage=kind, pair=list(pair), winner=winner, parse="forfeit",
-                             reason="the other candidate lacks what this judge needs", selection=chosen.mode)
+            try:
+                if self.settings.selection == "knockout":
+                    chosen = await knockout(candidates, compare, streams, valid=valid)
+                else:
+                    chosen = await bracket(candidates, compare, valid=valid, streams=streams)
+                span.attrs.update(winner=chosen.winner, rounds=chosen.rounds, mode=chosen.mode)
+            finally:
+                self._trace_verdicts(tracer, kind, chosen, decided)
             return chosen.winner
+
+    def _trace_verdicts(self, tracer: Any, kind: str, chosen: Selection | None,
+                        decided: dict[tuple[int, int], dict[str, Any]]) -> None:
+        """One judge.verdict per decision, in the selection's order, each with its round (a selection
+        cut short by an error writes the decisions it made, without rounds)."""
+        if chosen is None:
+            for pair, verdict in decided.items():
+                tracer.event("judge.verdict", stage=kind, pair=list(pair), round=None, **verdict)
+            return
+        for position, ((a, b), winner) in enumerate(chosen.verdicts):
+            if position in chosen.forfeits:
+                verdict = {"winner": winner, "parse": "forfeit", "outputs": [],
+                           "reason": "the other candidate lacks what this judge needs",
+                           "selection": chosen.mode}
+            else:
+                verdict = decided[(a, b)]
+            tracer.event("judge.verdict", stage=kind, pair=[a, b], round=_round_of(chosen, position), **verdict)
 
     def _streams(self, candidates: list[str], kind: str) -> Streams:
         """This selection's random streams: keyed by seed, item, judge and the candidates themselves, so
@@ -180,7 +218,7 @@ class Ops:
         return self.streams.child(kind, digest)
 
     async def _compare(self, candidates: list[str], kind: str, a: int, b: int, prefix: str | None,
-                       streams: Streams) -> int:
+                       streams: Streams, decided: dict[tuple[int, int], dict[str, Any]]) -> int:
         faithful = self.settings.faithful
         try:
             if kind == "sentence" and prefix is not None and not faithful:
@@ -190,8 +228,10 @@ class Ops:
                 inputs = judge_inputs(kind, [candidates[a], candidates[b]], faithful=faithful)
         except NotJudgeable as exc:  # only reachable in --faithful mode, where the reference crashes
             raise BadOutput(f"faithful mode: {exc} (the reference fails here too)") from None
-        with child_span(pair=[a, b]):
+        tracer = self.roles.judge.tracer
+        with tracer.span("verdict", kind, labels={"pair": [a, b]}) as span:
             decision: dict[str, Any] = {}
+            outputs: list[str] = []
 
             async def judge() -> int:
                 attempt = 0
@@ -204,6 +244,7 @@ class Ops:
                     request = self._request(messages, 1, (), kind, judge_attempt=attempt)
                     request = _with_role(request, "judge", seed_offset=7919 * (attempt - 1))
                     [out] = await self.roles.judge.complete(request)
+                    outputs.append(out.text)
                     return out.text
 
                 d = await decide(ask, streams.rng("tie", a, b), faithful=faithful)
@@ -211,22 +252,44 @@ class Ops:
                 return d.winner
 
             async def check(i: int) -> bool:
-                caption = inputs.hint if inputs.hint is not None else ("None" if faithful else "")
-                request = self._request(check_messages(caption, inputs.responses[i]), 1, (), kind, checked=i)
-                [out] = await self.roles.judge.complete(_with_role(request, "check", seed_offset=0))
-                failed = check_failed_faithful(out.text) if faithful else check_failed(out.text)
-                return bool(failed)
+                with tracer.span("check", kind, candidate=(a, b)[i]):
+                    caption = inputs.hint if inputs.hint is not None else ("None" if faithful else "")
+                    request = self._request(check_messages(caption, inputs.responses[i]), 1, (), kind, checked=i)
+                    [out] = await self.roles.judge.complete(_with_role(request, "check", seed_offset=0))
+                    failed = check_failed_faithful(out.text) if faithful else check_failed(out.text)
+                    tracer.event("judge.check", stage=kind, candidate=(a, b)[i], position=i,
+                                 passed=None if failed is None else not failed, output=out.text,
+                                 rule="faithful" if faithful else "robust")
+                    if failed:
+                        decision.update(parse="precheck",
+                                        reason=f"the pre-check found candidate {(a, b)[i]}'s reasoning wrong")
+                    return bool(failed)
 
             if kind == "reasoning":
                 local = await precheck_then_judge(check, judge)
             else:
                 local = await judge()
             winner = (a, b)[local]
-            self.roles.judge.tracer.event(
-                "judge.verdict", stage=kind, pair=[a, b], winner=winner,
-                parse=decision.get("parse", "precheck"), reason=decision.get("reason"),
-                selection=self.settings.selection)
+            span.attrs.update(winner=winner, parse=decision.get("parse"))
+            decided[(a, b)] = {"winner": winner, "parse": decision.get("parse", "precheck"),
+                               "reason": decision.get("reason"), "outputs": outputs,
+                               "selection": self.settings.selection, "span_id": span.span_id,
+                               "parent_id": span.parent_id}
             return winner
+
+
+def _round_of(chosen: Selection, position: int) -> int:
+    """The round (1, 2, …) of the verdict at `position`: a knockout's verdicts are one a round; a
+    bracket of n plays n // 2 pairs in its first round, the rest next (the odd one gets a bye)."""
+    if chosen.mode != "bracket":
+        return position + 1
+    remaining, first, round_no = len(chosen.verdicts) + 1, 0, 1
+    while remaining > 1:
+        pairs = remaining // 2
+        if position < first + pairs:
+            return round_no
+        first, remaining, round_no = first + pairs, remaining - pairs, round_no + 1
+    raise ValueError(f"no verdict at position {position}")
 
 
 def _with_role(request: Request, role: str, seed_offset: int) -> Request:

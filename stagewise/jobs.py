@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from engine.backends import make_backend
 from engine.cache import Cache
@@ -13,7 +13,7 @@ from engine.errors import UsageError
 from engine.fallback import FallbackClient, recording_answers
 from engine.limits import Limits, account_key
 from engine.retry import RetryPolicy
-from engine.runner import run_items
+from engine.runner import Solve, run_items
 from engine.trace import Tracer
 from search import GraphSpec, Roles, Settings, build_graph, resolve
 from stages.agent import Sampling
@@ -46,13 +46,19 @@ class Job:
         self.fallback_backends = [make_backend(m, base, args.client) for m, base in fallbacks]
         self.fallback_accounts = [account_key(m, base) for m, base in fallbacks]
 
-    async def run(self, out: Path, cache: Cache | None) -> dict[str, Any]:
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {"graph": self.spec.name, "model": self.model, "judge_model": self.judge_model}
+
+    def build(self, tracer: Tracer, cache: Cache | None,
+              limits_for: Callable[[tuple[str, str]], Limits] | None = None) -> tuple[Solve, list[Client]]:
+        """The graph's `solve` and the clients it calls (to close). `limits_for(account)` makes each
+        account's Limits (default: this process's own; stagewise/cluster shares them across a cluster)."""
         a = self.args
-        out.mkdir(parents=True, exist_ok=True)
-        tracer = Tracer(out / "traces.jsonl")
         retry = RetryPolicy(max_attempts=a.max_retries + 1, timeout_s=a.timeout, base_delay_s=a.backoff,
                             max_retry_after_s=a.max_retry_after)
-        limits = {key: Limits(a.concurrency, a.rpm, a.tpm) for key in (*self.accounts, *self.fallback_accounts)}
+        make_limits = limits_for or (lambda _: Limits(a.concurrency, a.rpm, a.tpm))
+        limits = {key: make_limits(key) for key in dict.fromkeys((*self.accounts, *self.fallback_accounts))}
         generator = Client(self.generator_backend, tracer=tracer, cache=cache,
                            limits=limits[self.accounts[0]], retry=retry)
         if self.fallback_backends:  # the judge, when it is the generator's model, falls back with it
@@ -65,16 +71,22 @@ class Job:
         if self.spec.selection:
             settings = replace(settings, selection=self.spec.selection)
         solve = build_graph(self.spec, settings, Roles(generator, judge))
+        return (recording_answers(solve) if self.fallback_backends else solve), (
+            [generator] if judge is generator else [generator, judge])
+
+    async def run(self, out: Path, cache: Cache | None) -> dict[str, Any]:
+        a = self.args
+        out.mkdir(parents=True, exist_ok=True)
+        tracer = Tracer(out / "traces.jsonl", prompts=getattr(a, "trace_prompts", False))
+        solve, clients = self.build(tracer, cache)
         try:
             return await run_items(
-                a.items, out, recording_answers(solve) if self.fallback_backends else solve, tracer=tracer,
-                meta={"graph": self.spec.name, "model": self.model, "judge_model": self.judge_model},
+                a.items, out, solve, tracer=tracer, meta=self.meta,
                 concurrency=a.items_in_flight or a.concurrency, max_image_side=a.max_image_side,
                 show_progress=not a.no_progress, retry_errors=getattr(a, "retry_errors", "retryable"))
         finally:
-            await generator.aclose()
-            if judge is not generator:
-                await judge.aclose()
+            for client in clients:
+                await client.aclose()
             tracer.close()
 
 
@@ -97,11 +109,25 @@ def _cache(args: argparse.Namespace, default: Path) -> Cache | None:
     return Cache(args.cache or default)
 
 
+def _on_ray(args: argparse.Namespace) -> bool:
+    return getattr(args, "ray", None) is not None
+
+
+async def _run_job(job: Job, out: Path, cache: Cache | None, default_cache: Path) -> dict[str, Any]:
+    """In this process, or with --ray on a Ray cluster (stagewise/cluster), whose actors open the cache
+    file themselves."""
+    if _on_ray(job.args):
+        from stagewise.cluster.driver import run_on_ray
+
+        return await run_on_ray(job, out, None if job.args.no_cache else (job.args.cache or default_cache))
+    return await job.run(out, cache)
+
+
 async def run_generate(args: argparse.Namespace) -> dict[str, Any]:
     job = Job(args, resolve(args.graph))
-    cache = _cache(args, args.out / "cache.sqlite")
+    cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
     try:
-        return await job.run(args.out, cache)
+        return await _run_job(job, args.out, cache, args.out / "cache.sqlite")
     finally:
         if cache:
             cache.close()
@@ -113,11 +139,12 @@ async def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
     jobs = [Job(args, resolve(g)) for g in args.graphs.split(",") if g.strip()]
     names = [j.spec.name for j in jobs]
-    cache = _cache(args, args.out / "cache.sqlite")
+    cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
     summaries = {}
     try:
         for job in jobs:
-            summaries[job.spec.name] = await job.run(args.out / job.spec.name, cache)
+            summaries[job.spec.name] = await _run_job(job, args.out / job.spec.name, cache,
+                                                      args.out / "cache.sqlite")
     finally:
         if cache:
             cache.close()

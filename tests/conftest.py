@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeServer:
-    def __init__(self, latency_ms: float = 0.0, hang_s: float = 30.0):
+    def __init__(self, latency_ms: float = 0.0, hang_s: float = 30.0, args: tuple[str, ...] = ()):
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "tests" / "fake_server.py"), "--port", "0",
-             "--latency-ms", str(latency_ms), "--hang-s", str(hang_s)],
+             "--latency-ms", str(latency_ms), "--hang-s", str(hang_s), *args],
             stdout=subprocess.PIPE, text=True)
         self.port = int(self.proc.stdout.readline().split()[1])
         self.base = f"http://127.0.0.1:{self.port}"

@@ -19,6 +19,8 @@ Faults are asked for by directives in the request's text, so one run can mix the
                      fanned-out sample that fails when the test says so)
   [[slow-seed:S,T]]  requests with these seeds wait until the client disconnects (counted as
                      `disconnected` in /stats) or --hang-s passes
+Server flags: --check-fails-q Q  a reasoning pre-check answers "The reasoning is incorrect." when the
+checked reasoning has quality Q ("reasoning q=Q"), else "correct" (so pre-checks decide some verdicts).
 "Exact request" = same body, so a retry counts as the next attempt. GET /stats reports counters;
 GET /log lists every request in arrival order: {t (server's monotonic clock, s), model, seed, body
 (hash of the body, equal for retries), status, tokens (usage total_tokens of the reply, 0 if none)}.
@@ -55,8 +57,9 @@ def _text_of(messages: list[dict]) -> str:
 
 
 class FakeServer:
-    def __init__(self, latency_s: float, hang_s: float):
+    def __init__(self, latency_s: float, hang_s: float, check_fails_q: int | None = None):
         self.latency_s = latency_s
+        self.check_fails_q = check_fails_q
         self.hang_s = hang_s
         self.attempts: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
@@ -150,6 +153,9 @@ class FakeServer:
         completion_tokens = 0
         for i in range(n):
             content = reply(last_user, prefix, stop, quality(seed, i, n, stage), directives)
+            if self.check_fails_q is not None and "Reasoning Process:" in last_user \
+                    and f"reasoning q={self.check_fails_q}." in last_user:
+                content = "The reasoning is incorrect."
             completion_tokens += len(content) // 4 + 1
             choices.append({"index": i, "message": {"role": "assistant", "content": content},
                             "finish_reason": "stop"})
@@ -172,8 +178,8 @@ class FakeServer:
         return web.json_response({"released": True})
 
 
-def make_app(latency_s: float = 0.0, hang_s: float = 30.0) -> web.Application:
-    server = FakeServer(latency_s, hang_s)
+def make_app(latency_s: float = 0.0, hang_s: float = 30.0, check_fails_q: int | None = None) -> web.Application:
+    server = FakeServer(latency_s, hang_s, check_fails_q)
     app = web.Application()
     app.router.add_post("/v1/chat/completions", server.chat)
     app.router.add_get("/stats", server.get_stats)
@@ -183,8 +189,8 @@ def make_app(latency_s: float = 0.0, hang_s: float = 30.0) -> web.Application:
     return app
 
 
-async def _serve(port: int, latency_s: float, hang_s: float) -> None:
-    runner = web.AppRunner(make_app(latency_s, hang_s), access_log=None)
+async def _serve(port: int, latency_s: float, hang_s: float, check_fails_q: int | None = None) -> None:
+    runner = web.AppRunner(make_app(latency_s, hang_s, check_fails_q), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
     await site.start()
@@ -197,8 +203,9 @@ if __name__ == "__main__":
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--hang-s", type=float, default=30.0)
+    ap.add_argument("--check-fails-q", type=int, default=None)
     a = ap.parse_args()
     try:
-        asyncio.run(_serve(a.port, a.latency_ms / 1000, a.hang_s))
+        asyncio.run(_serve(a.port, a.latency_ms / 1000, a.hang_s, a.check_fails_q))
     except KeyboardInterrupt:
         sys.exit(0)
