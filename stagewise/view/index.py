@@ -59,6 +59,27 @@ def _complete_lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
             offset += len(line)
 
 
+# A line holding none of these shows no trouble, so it need not be parsed. They cannot occur inside a
+# JSON string value, where every quote is escaped.
+_TROUBLE_MARKERS = (b'"status":"retry"', b'"status":"error"', b'"event":"llm.fallback"', b'"parse":"fallback"',
+                    b'"parse":"forfeit"')
+_ITEM_KEY = b'"item_id":"'
+
+
+def _quick_item_id(line: bytes) -> str | None:
+    """The line's item_id without parsing the line (traces are most of a run's bytes); None when it is
+    not a plain string (then the line is parsed)."""
+    at = line.find(_ITEM_KEY)
+    if at < 0:
+        return None
+    start = at + len(_ITEM_KEY)
+    stop = line.find(b'"', start)
+    value = line[start:stop]
+    if stop < 0 or b"\\" in value:
+        return None
+    return value.decode("utf-8", "replace")
+
+
 def _trouble_stage(event: dict[str, Any]) -> str | None:
     """The stage an event shows trouble at: a failed or retried call, a verdict not read cleanly."""
     name = event.get("event")
@@ -185,16 +206,19 @@ class Index:
         end, count = start, 0
         for off, line in _complete_lines(path, start):
             end = off + len(line)
-            try:
-                event = orjson.loads(line)
-                item_id = event["item_id"]
-            except (ValueError, KeyError, TypeError):
-                continue
+            item_id = _quick_item_id(line)
+            event = None
+            if item_id is None or any(marker in line for marker in _TROUBLE_MARKERS):
+                try:
+                    event = orjson.loads(line)
+                    item_id = event["item_id"]
+                except (ValueError, KeyError, TypeError):
+                    continue
             if item_id is None:
                 continue
             item_id = str(item_id)
             offsets[item_id].append(off)
-            stage = _trouble_stage(event)
+            stage = _trouble_stage(event) if event else None
             if stage:
                 trouble.add((graph, item_id, stage, "trace"))
             count += 1

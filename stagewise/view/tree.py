@@ -2,11 +2,13 @@
 (their texts, their calls), the verdicts that chose among them (pair, winner, parse, reason, pre-checks,
 the judge's calls) and the winner.
 
-Traces with `span.end` events (docs/traces.md) place every event by its span: an event belongs to the
-nearest enclosing span of kind "stage" and, for a judge's events, of kind "verdict". Older traces wrote
-no spans; there a step starts where generation starts again after a selection, or a new candidate 0
-appears, and a verdict is its `judge.verdict`'s own span. Candidate texts come from `candidate` events;
-without them only the winners' texts are known, from the row.
+Traces with `span.end` events (docs/traces.md, engine/trace_events.py) place every event by its span:
+an event belongs to the nearest enclosing span of kind "stage" and, for a judge's events, of kind
+"verdict" (walking up from its `span_id`, then its `parent_id`: `llm.call` is a leaf span of its own,
+`candidate`/`judge.*` name the span they belong to). Older traces wrote no spans; there a step starts
+where generation starts again after a selection, or a candidate index comes again, and a verdict is its
+`judge.verdict`'s own span. Candidate texts come from `candidate` events; without them only the
+winners' texts are known, from the row.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 
 CALL_FIELDS = ("role", "stage", "candidate", "model", "n", "sample", "prompt_tokens", "completion_tokens",
                "cost_usd", "latency_s", "cache", "attempt", "status", "error", "finish_reason", "judge_attempt",
-               "checked", "text", "prompt", "fallback")
+               "checked", "text", "messages", "fallback")
 STEP_KINDS = ("stage", "step")
 GENERATE_EVENTS = ("candidate",)
 SELECT_EVENTS = ("judge.verdict", "judge.check")
@@ -59,7 +61,8 @@ def _new_step(key: str, stage: str | None, span: dict[str, Any] | None = None) -
     span = span or {}
     return {"key": key, "stage": span.get("stage") or span.get("name") or stage, "span": span.get("span_id"),
             "start_ts": span.get("start_ts"), "end_ts": span.get("end_ts"), "selection": None,
-            "candidates": {}, "verdicts": {}, "calls": [], "winner": None}
+            "candidates": {}, "verdicts": {}, "calls": [], "winner": None, "select_winner": None,
+            "status": span.get("status"), "error": span.get("error")}
 
 
 def _candidate(step: dict[str, Any], index: Any) -> dict[str, Any]:
@@ -81,13 +84,11 @@ def _steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     in_select, last_stage, seen_candidates = False, None, set()
     for event in events:
         name = event["event"]
-        if name in ("item.start", "item.end", "item.duplicate") or (name == "span.end" and event.get("kind") not in STEP_KINDS):
+        if name in ("item.start", "item.end", "item.duplicate") or (
+                name == "span.end" and event.get("kind") not in STEP_KINDS + ("select",)):
             continue
         generate, select = _is_generate(event), _is_select(event)
-        if name == "span.end":
-            key = event["span_id"]
-        else:
-            key = spans.enclosing(event, STEP_KINDS)
+        key = spans.enclosing(event, STEP_KINDS)
         if key is None:  # no spans written: guess
             if generate:
                 index = event.get("candidate", event.get("index"))
@@ -104,6 +105,9 @@ def _steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         span = spans.by_id.get(key)
         step = steps.get(key) or steps.setdefault(key, _new_step(key, event.get("stage"), span))
         if name == "span.end":
+            if event.get("kind") == "select":  # the selection's own account of its winner
+                step["select_winner"] = event.get("winner")
+                step["selection"] = event.get("mode") or step["selection"]
             continue
         if generate:
             cand = _candidate(step, event.get("candidate", event.get("index", 0)))
@@ -115,7 +119,9 @@ def _steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             step["stage"] = step["stage"] or event.get("stage")
         elif select:
             vspan = spans.enclosing(event, ("verdict",))
-            if vspan is None:
+            if vspan is None and spans.by_id:  # a forfeit: decided without a judge, no verdict span
+                vspan = f"{event.get('span_id')}/{len(step['verdicts'])}"
+            elif vspan is None:  # older traces: a verdict's calls hang from the verdict's own span
                 vspan = event.get("span_id") if name == "judge.verdict" else event.get("parent_id")
             verdict = _verdict(step, str(vspan))
             if name == "judge.verdict":
@@ -135,7 +141,10 @@ def _steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _finish(step: dict[str, Any], row: dict[str, Any] | None, last_of_stage: bool) -> dict[str, Any]:
     verdicts = sorted(step["verdicts"].values(), key=lambda v: (v["round"] is None, v["round"] or 0, v["order"]))
     decided = [v for v in verdicts if v["winner"] is not None]
-    if decided:
+    chosen = step.pop("select_winner")
+    if chosen is not None:
+        step["winner"] = chosen
+    elif decided:
         step["winner"] = decided[-1]["winner"]
     elif len(step["candidates"]) == 1:
         step["winner"] = next(iter(step["candidates"]))
