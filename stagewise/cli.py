@@ -185,11 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=_compare)
 
     # commands whose modules import their heavy parts (torch, vllm) only when they run
-    from stagewise import demo, serve
+    from stagewise import demo, otel, serve
     from stagewise.view import command as view
     from trainer import cli as trainer_cli
 
-    for module in (trainer_cli, serve, demo, view):
+    for module in (trainer_cli, serve, demo, view, otel):
         module.register(sub)
     return parser
 
