@@ -7,6 +7,7 @@ reference answer, error rows counted as wrong.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import statistics
 from pathlib import Path
@@ -75,36 +76,126 @@ def markdown_table(stats: list[dict[str, Any]]) -> str:
     return "\n".join([head, rule, *body])
 
 
-def write_png(stats: list[dict[str, Any]], path: Path) -> None:
-    """Three small bar panels (accuracy, calls/item, p50 latency), drawn with Pillow."""
+def chance_accuracy(items_path: Path | None) -> float | None:
+    """Accuracy of a random pick: 1/len(choices) averaged over items that list choices; None if none do."""
+    if items_path is None or not Path(items_path).is_file():
+        return None
+    odds = [1 / len(r["choices"]) for r in _jsonl(Path(items_path))
+            if isinstance(r, dict) and isinstance(r.get("choices"), list) and r["choices"]]
+    return round(sum(odds) / len(odds), 4) if odds else None
+
+
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        return ImageFont.load_default()
+
+
+def write_png(stats: list[dict[str, Any]], path: Path, head: dict[str, Any] | None = None) -> None:
+    """A picture readable on its own: a title (items, model, N, date), accuracy per graph with the
+    chance line, accuracy against cost per item (tokens when nothing was paid) — the figure that says
+    which graph to use — and p50/p95 latency. Pillow only."""
     from PIL import Image, ImageDraw
 
-    panels = [("accuracy", "accuracy"), ("calls_per_item", "calls / item"), ("latency_p50_s", "p50 latency (s)")]
-    w, h, pad = 300, 220, 30
-    img = Image.new("RGB", (w * len(panels), h), "white")
-    draw = ImageDraw.Draw(img)
-    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-    for p, (key, title) in enumerate(panels):
-        x0 = p * w
-        draw.text((x0 + pad, 8), title, fill="black")
-        values = [s[key] or 0 for s in stats]
-        top = 1.0 if key == "accuracy" else (max(values) or 1)
-        bar_w = (w - 2 * pad) / max(1, len(stats))
+    head = head or {}
+    title_font, font, small = _font(22), _font(15), _font(13)
+    w, panel_h, top = 1500, 420, 90
+    img = Image.new("RGB", (w, top + panel_h + 30 + 18 * ((len(stats) + 1) // 2)), "white")
+    d = ImageDraw.Draw(img)
+    items = max((s["items"] for s in stats), default=0)
+    title = f"stagewise compare: {len(stats)} graphs on {items} items"
+    facts = [f"model {head['model']}" if head.get("model") else None, f"N = {head['n']}" if head.get("n") else None,
+             head.get("date")]
+    d.text((20, 14), title, fill="black", font=title_font)
+    d.text((20, 48), " · ".join(f for f in facts if f), fill=(70, 70, 70), font=font)
+    colour = {s["graph"]: COLOURS[i % len(COLOURS)] for i, s in enumerate(stats)}
+    pw = w // 3
+
+    def frame(x0: int, label: str) -> tuple[int, int, int, int]:
+        d.text((x0 + 20, top), label, fill="black", font=font)
+        box = (x0 + 60, top + 30, x0 + pw - 20, top + panel_h - 60)
+        d.line([(box[0], box[1]), (box[0], box[3]), (box[2], box[3])], fill="black")
+        return box
+
+    def bars(x0: int, label: str, values: list[float | None], top_value: float, fmt: str) -> tuple:
+        box = frame(x0, label)
+        slot = (box[2] - box[0]) / max(1, len(stats))
         for i, (s, v) in enumerate(zip(stats, values)):
-            bx = x0 + pad + i * bar_w
-            bh = (h - 70) * v / top
-            draw.rectangle([bx + 4, h - 40 - bh, bx + bar_w - 4, h - 40], fill=colours[i % len(colours)])
-            draw.text((bx + 4, h - 38), s["graph"][:12], fill="black")
-            draw.text((bx + 4, h - 54 - bh), f"{v:g}", fill="black")
+            bx = box[0] + i * slot
+            if v is not None:
+                bh = (box[3] - box[1]) * v / top_value
+                d.rectangle([bx + 8, box[3] - bh, bx + slot - 8, box[3]], fill=colour[s["graph"]])
+                d.text((bx + 10, box[3] - bh - 18), format(v, fmt), fill="black", font=small)
+            d.text((bx + 6, box[3] + 6 + 16 * (i % 2)), s["graph"], fill="black", font=small)  # whole names
+        return box
+
+    # 1: accuracy, with the chance line
+    acc = [s["accuracy"] for s in stats]
+    box = bars(0, "accuracy (error rows count as wrong)", acc, 1.0, ".2f")
+    for frac in (0.0, 0.5, 1.0):
+        y = box[3] - (box[3] - box[1]) * frac
+        d.text((box[0] - 36, y - 8), f"{frac:.1f}", fill="black", font=small)
+    chance = head.get("chance")
+    if chance is not None:
+        y = box[3] - (box[3] - box[1]) * chance
+        for x in range(int(box[0]), int(box[2]), 12):
+            d.line([(x, y), (x + 6, y)], fill=(200, 0, 0), width=2)
+        d.text((box[2] - 120, y - 18), f"chance {chance:.2f}", fill=(200, 0, 0), font=small)
+
+    # 2: accuracy against cost (tokens when nothing was paid) per item
+    paid = any((s["cost_per_item_usd"] or 0) > 0 for s in stats)
+    xs = [s["cost_per_item_usd"] if paid else s["prompt_tokens_per_item"] + s["completion_tokens_per_item"]
+          for s in stats]
+    box = frame(pw, "accuracy vs " + ("cost per item ($, uncached)" if paid else "tokens per item"))
+    x_max = max(xs, default=0) or 1
+    for s, x in zip(stats, xs):
+        if s["accuracy"] is None:
+            continue
+        px = box[0] + (box[2] - box[0] - 20) * x / x_max + 10
+        py = box[3] - (box[3] - box[1]) * s["accuracy"]
+        d.ellipse([px - 7, py - 7, px + 7, py + 7], outline="black", fill=colour[s["graph"]])
+    for i, (s, x) in enumerate(zip(stats, xs)):  # a key under the axis: points of equal value overlap
+        kx, ky = box[0] + (i % 2) * (pw // 2 - 30), box[3] + 26 + (i // 2) * 18
+        d.ellipse([kx, ky + 3, kx + 10, ky + 13], fill=colour[s["graph"]])
+        acc_text = "–" if s["accuracy"] is None else f"{s['accuracy']:.2f}"
+        d.text((kx + 14, ky), f"{s['graph']}: {acc_text} @ {x:.4g}", fill="black", font=small)
+    if chance is not None:
+        y = box[3] - (box[3] - box[1]) * chance
+        for x in range(int(box[0]), int(box[2]), 12):
+            d.line([(x, y), (x + 6, y)], fill=(200, 0, 0), width=2)
+    d.text((box[0], box[3] + 6), "0", fill="black", font=small)
+    d.text((box[2] - 90, box[3] + 6), format(x_max, ".4g" if paid else ".0f"), fill="black", font=small)
+    d.text((box[0] - 36, box[1] - 8), "1.0", fill="black", font=small)
+
+    # 3: latency per item
+    p50 = [s["latency_p50_s"] for s in stats]
+    p95 = [s["latency_p95_s"] for s in stats]
+    box = bars(2 * pw, "latency per item, p50 (bar) and p95 (tick), s", p50,
+               max([v for v in p50 + p95 if v is not None], default=0) or 1, ".2f")
+    top_value = max([v for v in p50 + p95 if v is not None], default=0) or 1
+    slot = (box[2] - box[0]) / max(1, len(stats))
+    for i, v in enumerate(p95):
+        if v is not None:
+            y = box[3] - (box[3] - box[1]) * v / top_value
+            d.line([(box[0] + i * slot + 8, y), (box[0] + (i + 1) * slot - 8, y)], fill="black", width=3)
     img.save(path)
 
 
-def write_report(out: Path, names: list[str]) -> dict[str, Any]:
+def write_report(out: Path, names: list[str], *, model: str | None = None, n: int | None = None,
+                 items_path: Path | None = None) -> dict[str, Any]:
     stats = [graph_stats(out / name, name) for name in names]
     table = markdown_table(stats)
-    (out / "report.json").write_text(json.dumps({"graphs": stats}, indent=2) + "\n")
+    head = {"items": max((s["items"] for s in stats), default=0), "model": model, "n": n,
+            "date": datetime.date.today().isoformat(), "chance": chance_accuracy(items_path)}
+    (out / "report.json").write_text(json.dumps({**head, "graphs": stats}, indent=2) + "\n")
     (out / "report.md").write_text("# stagewise compare\n\n" + table + "\n\nCost per item is uncached "
                                    "(what each graph costs alone); latency is per item, end to end; "
                                    "accuracy counts error rows as wrong.\n")
-    write_png(stats, out / "report.png")
+    write_png(stats, out / "report.png", head)
     return {"graphs": stats, "markdown": table}

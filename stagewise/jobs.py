@@ -148,4 +148,5 @@ async def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if cache:
             cache.close()
-    return {**write_report(args.out, names), "summaries": summaries}
+    return {**write_report(args.out, names, model=args.model, n=args.n, items_path=args.items),
+            "summaries": summaries}

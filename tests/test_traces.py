@@ -3,7 +3,9 @@ describes it: real runs of every graph and mode, a faulty server (retries, error
 resume, pre-checks that decide verdicts, and --trace-prompts."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,6 +122,20 @@ def test_every_graph_and_mode_writes_complete_documented_trees(tmp_path, fake_se
                 assert all((v["trace_id"], v["winner"]) not in failed for v in decided)
             calls = [e for e in events if e["event"] == "llm.call"]
             assert all(c["text"] for c in calls) and not any("messages" in c for c in calls)
+
+
+def test_compare_picture_has_what_it_draws(tmp_path, fake_server):
+    """report.png grew a title, whole names, the chance line, accuracy vs cost and latency; what it
+    draws is in report.json (items, model, N, date, chance from the items' choices)."""
+    _run_compare(tmp_path, fake_server, "full")
+    report = json.loads((tmp_path / "full" / "report.json").read_text())
+    assert (report["items"], report["model"], report["n"], report["chance"]) == (2, "hosted_vllm/fake", N, 0.5)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", report["date"])
+    assert [g["graph"] for g in report["graphs"]] == GRAPHS.split(",")
+    assert all({"accuracy", "cost_per_item_usd", "prompt_tokens_per_item", "latency_p50_s", "latency_p95_s"}
+               <= set(g) for g in report["graphs"])
+    with Image.open(tmp_path / "full" / "report.png") as png:
+        assert png.size[0] >= 1200 and png.size[1] >= 400  # was 900 x 220, names cut to 12 characters
 
 
 def test_faults_reruns_and_attempts(tmp_path, fake_server):
