@@ -74,10 +74,11 @@ class Pacer:
         self.rate = per_minute / 60.0
         self._free_at = 0.0  # monotonic time at which everything taken so far is paid for
 
-    def reserve(self, cost: float) -> float:
-        """Book `cost` units; the seconds to wait before spending them."""
+    def reserve(self, cost: float, after_s: float = 0.0) -> float:
+        """Book `cost` units, to be spent no sooner than `after_s` from now (another budget's wait);
+        the seconds to wait before spending them."""
         now = time.monotonic()
-        start = max(now, self._free_at)
+        start = max(now + after_s, self._free_at)
         self._free_at = start + cost / self.rate
         return start - now
 

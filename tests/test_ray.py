@@ -1,0 +1,184 @@
+"""`--ray`: the same job on a Ray cluster, with the local path's contract (docs/scale-out.md).
+
+One local cluster for the module (`ray.init(num_cpus=4)`: logical CPUs, so Ray Data's read task and
+3 actors fit on 2 cores); the CLI joins it by address, as `stagewise generate --ray auto` joins a
+cluster `ray start` runs. Faults are real: actor processes killed with SIGKILL (as the OOM killer or
+vLLM's `os._exit` on a dead engine end them), the driver killed with kill -9.
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from conftest import ROOT, read_jsonl, stagewise, write_items
+from test_engine_resume import _wait_for
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
+
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _items(tmp_path, count: int, extra: list[dict] | None = None):
+    (tmp_path / "img").mkdir(exist_ok=True)
+    (tmp_path / "img" / "dot.png").write_bytes(PNG)
+    rows = [{"id": f"q{i}", "question": f"Which bar is tallest? (item {i})", "choices": ["A", "B"]}
+            for i in range(count)]
+    return write_items(tmp_path / "items.jsonl", rows + (extra or []))
+
+
+def _comparable(row: dict) -> dict:
+    """A row without what differs between two runs of the same job: timings, and which of its calls
+    the shared cache answered (two identical requests in flight at once both miss) — but not how many."""
+    if isinstance(row, dict):
+        return {k: (v["calls"] if k == "usage" else _comparable(v)) for k, v in row.items()
+                if "latency" not in k and not k.endswith("_s")}
+    if isinstance(row, list):
+        return [_comparable(v) for v in row]
+    return row
+
+
+def _actor_pids() -> list[int]:
+    """Engine actors of this module's cluster: processes under this test process titled by Ray."""
+    me = psutil.Process(os.getpid())
+    return [p.pid for p in me.children(recursive=True)
+            if "EngineActor" in " ".join(_cmdline(p))]
+
+
+def _cmdline(p) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def test_every_graph_gives_the_local_rows(cluster, tmp_path, fake_server):
+    """compare over every graph on 3 actors: the same rows as the local path for the same seed, the
+    same exit status; an image named by a relative path is loaded on the driver's node."""
+    items = _items(tmp_path, 5, [{"id": "pic", "question": "What is shown?", "image": "img/dot.png"},
+                                 {"id": "nopic", "question": "And here?", "image": "img/missing.png"}])
+    common = ["--model", "hosted_vllm/fake", "--api-base", fake_server.api_base, "--no-progress", "--n", "2",
+              "--graphs", "chain,best_of_n,stage_beam,sentence_beam", "--max-sentences", "3"]
+    on_ray = stagewise("compare", items, "--out", tmp_path / "ray", *common, "--ray", cluster,
+                       "--ray-actors", "3", "--ray-batch-size", "2")
+    local = stagewise("compare", items, "--out", tmp_path / "local", *common)
+    assert on_ray.returncode == local.returncode == 3, on_ray.stderr  # the missing image: one input error
+    for graph in ("chain", "best_of_n", "stage_beam", "sentence_beam"):
+        r = {row["id"]: row for row in read_jsonl(tmp_path / "ray" / graph / "results.jsonl")}
+        l = {row["id"]: row for row in read_jsonl(tmp_path / "local" / graph / "results.jsonl")}
+        assert len(r) == len(read_jsonl(tmp_path / "ray" / graph / "results.jsonl")) == 7
+        assert {k: _comparable(v) for k, v in r.items()} == {k: _comparable(v) for k, v in l.items()}, graph
+        assert r["pic"]["status"] == "ok" and r["pic"]["image"] == str(tmp_path / "img" / "dot.png")
+        assert r["nopic"]["error_cause"] == "input" and "nopic" in r["nopic"]["error"]
+        ends = Counter(t["item_id"] for t in read_jsonl(tmp_path / "ray" / graph / "traces.jsonl")
+                       if t["event"] == "item.end")
+        assert ends == Counter({i: 1 for i in r}), graph
+        s = json.loads((tmp_path / "ray" / graph / "summary.json").read_text())
+        assert (s["items"], s["ok"], s["error"]) == (7, 6, 1)
+
+
+def _start(args: list) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _stuck_item_calls(out, item_id: str) -> dict[str, str]:
+    calls = [t for t in read_jsonl(out / "traces.jsonl") if t["event"] == "llm.call" and t["item_id"] == item_id]
+    return {t["stage"]: t["cache"] for t in calls[-4:]}
+
+
+def test_actors_killed_mid_batch_rerun_it(cluster, tmp_path, fake_server_factory):
+    """Every actor SIGKILLed while an item waits in its reasoning stage: Ray restarts them and reruns
+    their batches; that item's finished calls come from the cache; every item ends once."""
+    server = fake_server_factory(latency_ms=20)
+    items = _items(tmp_path, 12, [{"id": "stuck", "question": "This one stalls [[slow:reasoning]]"}])
+    out = tmp_path / "run"
+    proc = _start(["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
+                   "--no-progress", "--ray", cluster, "--ray-actors", "2", "--ray-batch-size", "2"])
+    _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call", 120)
+    pids = _actor_pids()
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    server.get("/release")
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr
+    rows = read_jsonl(out / "results.jsonl")
+    assert Counter(r["id"] for r in rows) == Counter({f"q{i}": 1 for i in range(12)} | {"stuck": 1})
+    assert all(r["status"] == "ok" for r in rows)
+    assert _stuck_item_calls(out, "stuck") == {"summary": "hit", "caption": "hit", "reasoning": "miss",
+                                               "conclusion": "miss"}
+    assert not set(pids) & set(_actor_pids()), "the killed actors were replaced"
+
+
+def test_driver_killed_then_the_same_command_resumes(cluster, tmp_path, fake_server_factory):
+    server = fake_server_factory(latency_ms=20)
+    items = _items(tmp_path, 30, [{"id": "stuck", "question": "This one stalls [[slow:reasoning]]"}])
+    out = tmp_path / "run"
+    args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
+            "--no-progress", "--ray", cluster, "--ray-actors", "2", "--ray-batch-size", "2"]
+    proc = _start(args)
+    results = out / "results.jsonl"
+    _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call", 120)
+    _wait_for(lambda: results.exists() and len(results.read_text().splitlines()) >= 6, "6 rows", 120)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = read_jsonl(results)
+    assert "stuck" not in {r["id"] for r in first} and len(first) < 31
+
+    again = stagewise(*args)  # the same command
+    assert again.returncode == 0, again.stderr
+    final = read_jsonl(results)
+    assert Counter(r["id"] for r in final) == Counter({f"q{i}": 1 for i in range(30)} | {"stuck": 1})
+    assert {r["id"]: r for r in final if r["id"] in {f["id"] for f in first}} == {r["id"]: r for r in first}
+    assert _stuck_item_calls(out, "stuck") == {"summary": "hit", "caption": "hit", "reasoning": "miss",
+                                               "conclusion": "miss"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["this_run"]["items"] == 31 - len(first) and summary["items"] == 31
+
+
+def test_rpm_holds_for_all_actors_together(cluster, tmp_path, fake_server_factory):
+    """3 actors, one call at a time each: their requests overlap at the server (so several actors
+    sent), yet together they keep to --rpm, counted from the server's own arrival times."""
+    server = fake_server_factory(latency_ms=400)
+    rpm = 240  # 4 requests a second for the whole cluster
+    proc = stagewise("generate", _items(tmp_path, 6), "--out", tmp_path / "out", "--model", "hosted_vllm/fake",
+                     "--api-base", server.api_base, "--no-progress", "--no-cache", "--rpm", str(rpm),
+                     "--concurrency", "1", "--ray", cluster, "--ray-actors", "3", "--ray-batch-size", "2")
+    assert proc.returncode == 0, proc.stderr
+    log = server.get("/log")
+    assert len(log) == 24
+    assert server.get("/stats")["max_in_flight"] >= 2, "more than one actor sent requests"
+    times = [e["t"] for e in log]
+    for i, j in itertools.combinations(range(len(times)), 2):
+        assert j - i <= rpm / 60 * (times[j] - times[i]) + 1, (i, j, times[j] - times[i])
+
+
+def test_in_process_hf_model_in_two_actors(cluster, tmp_path):
+    """Each actor loads its own copy of the shipped tiny model (hf:) and answers its batches."""
+    items = write_items(tmp_path / "items.jsonl", [{"id": f"q{i}", "question": f"What is {i} + 1?"}
+                                                   for i in range(4)])
+    out = tmp_path / "out"
+    proc = stagewise("generate", items, "--out", out, "--model", f"hf:{ROOT / 'stagewise' / 'model'}",
+                     "--mode", "full", "--max-tokens", "8", "--no-progress", "--ray", cluster,
+                     "--ray-actors", "2", "--ray-batch-size", "2", env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode in (0, 3), proc.stderr
+    rows = read_jsonl(out / "results.jsonl")
+    assert sorted(r["id"] for r in rows) == [f"q{i}" for i in range(4)]
+    assert all(r["error_cause"] in (None,) for r in rows), [r["error"] for r in rows]
+    assert sum(r["usage"]["completion_tokens"] for r in rows) > 0
