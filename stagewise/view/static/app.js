@@ -169,7 +169,7 @@ function callLine(c) {
     h("span", { class: "status" }, c.status || "?"), " ", bits.join(" · "),
     c.error ? h("div", { class: "error" }, c.error) : null,
     c.fallback ? h("div", { class: "muted" }, "handed to " + c.fallback) : null,
-    c.text && c.role !== "generate" ? h("pre", { class: "raw" }, c.text) : null);
+    c.messages ? h("details", {}, h("summary", {}, "prompt"), h("pre", { class: "raw" }, JSON.stringify(c.messages, null, 1))) : null);
 }
 
 function calls(list) {
@@ -182,7 +182,7 @@ function candidateBox(c, step) {
       c.winner ? h("span", { class: "badge ok chosen" }, "chosen") : null,
       c.repairs && c.repairs.length ? h("span", { class: "badge warn" }, "repaired: " + c.repairs.join("; ")) : null,
       c.text_from === "row" ? h("span", { class: "muted small", title: "this trace records no candidate texts; the row holds the chosen one" }, "text from the row") : null),
-    c.text !== null && c.text !== undefined ? h("pre", { class: "text" }, c.text)
+    c.text !== null && c.text !== undefined ? h("pre", { class: "text" }, c.text.trim())
       : h("p", { class: "muted small" }, step.verdicts.length ? "text not recorded in this trace" : ""),
     calls(c.calls));
 }
