@@ -205,6 +205,7 @@ function stepBox(s, i) {
   return h("section", { class: "step", "data-stage": s.stage, "data-winner": s.winner ?? "" },
     h("h4", {}, `${i + 1}. ${s.stage || "step"}`, s.selection ? h("span", { class: "muted" }, " · " + s.selection) : null,
       s.winner !== null && s.winner !== undefined && s.candidates.length > 1 ? h("span", { class: "muted" }, ` · winner #${s.winner}`) : null),
+    s.error ? h("div", { class: "error" }, `${s.status || "error"}: ${s.error}`) : null,
     h("div", { class: "candidates" }, s.candidates.map((c) => candidateBox(c, s))),
     s.verdicts.length ? h("ul", { class: "verdicts" }, s.verdicts.map(verdictBox)) : null,
     calls(s.calls));
