@@ -6,7 +6,7 @@ The engine is built on the first batch, inside the actor's own event loop: async
 path's own per-item code, and the batch yields its rows once, when all are done: a yield per row
 breaks Ray Data's memory accounting (ray#65038). Before yielding, the calls it made are on disk in
 the cache, so a rerun of the batch (this actor killed) pays only for the calls not finished. The
-actor's trace events are spooled to a local file and shipped with the batch's rows; the driver
+actor's trace events are spooled to a local file and each item's ship with its row; the driver
 writes them to DIR/traces.jsonl.
 """
 from __future__ import annotations
@@ -53,6 +53,7 @@ class EngineActor:
         self._spool = Path(tempfile.mkdtemp(prefix="stagewise-actor-")) / "traces.jsonl"
         self._tracer = Tracer(self._spool)
         self._spool_read = 0
+        self._held: dict[str | None, list[bytes]] = {}  # item id → its events not shipped yet
         self._cache = Cache(self._cache_path) if self._cache_path else None
         capped = bool(args.rpm or args.tpm)
         self._solve, self._clients = job.build(
@@ -64,14 +65,15 @@ class EngineActor:
         if self._ready is None:
             self._ready = asyncio.ensure_future(self._build())
         await asyncio.shield(self._ready)
-        entries = list(zip(batch["line"].tolist(), batch["image_url"].tolist(), batch["image_error"].tolist()))
+        entries = list(zip(batch["line"].tolist(), batch["image_url"].tolist(), batch["image_error"].tolist(),
+                           batch["attempt"].tolist()))
         rows = await asyncio.gather(*(self._one(*e) for e in entries))
         while self._cache is not None and self._cache.unwritten:  # its calls on disk before its rows leave
             await asyncio.sleep(0.005)
         yield {"id": [r["id"] for r in rows], "row": [orjson.dumps(r).decode() for r in rows],
-               "traces": [self._drain_traces()] + [""] * (len(rows) - 1)}
+               "traces": [self._traces_of([r["id"] for r in rows])] + [""] * (len(rows) - 1)}
 
-    async def _one(self, line: str, image_url: str, image_error: str) -> dict[str, Any]:
+    async def _one(self, line: str, image_url: str, image_error: str, attempt: int) -> dict[str, Any]:
         item = Item.model_validate_json(line)
 
         async def preloaded(_: Item) -> str:  # loaded on the driver's node (stagewise/cluster/prepare.py)
@@ -81,15 +83,22 @@ class EngineActor:
 
         async with self._slots:
             row, _ = await solve_entry(item, self._solve, meta=self._meta, tracer=self._tracer,
-                                       base_dir=self._base_dir, load_image=preloaded)
+                                       base_dir=self._base_dir, load_image=preloaded, attempt=int(attempt))
         return row
 
-    def _drain_traces(self) -> str:
-        """The events written since the last batch (every concurrent batch's: each goes out once)."""
+    def _traces_of(self, ids: list[str]) -> str:
+        """The events of these items (read from the spool; other batches' wait for their own rows): a
+        batch killed with its actor takes its events with it, so each item's events come from the one
+        attempt whose row the driver writes."""
         self._tracer.flush()
         with open(self._spool, "rb") as f:
             f.seek(self._spool_read)
             data = f.read()
         cut = data.rfind(b"\n") + 1  # whole lines only; a partial one waits for the next batch
         self._spool_read += cut
-        return data[:cut].decode()
+        for line in data[:cut].splitlines(keepends=True):
+            self._held.setdefault(orjson.loads(line).get("item_id"), []).append(line)
+        out = self._held.pop(None, [])
+        for item_id in ids:
+            out.extend(self._held.pop(item_id, ()))
+        return b"".join(out).decode()

@@ -31,9 +31,10 @@ from stagewise.jobs import Job
 DEFAULT_BATCH = 8
 
 
-def _pending(items_path: Path, results: ResultsFile, tracer: Tracer) -> tuple[int, set[str], list[BadLine]]:
-    """(lines, ids to run, bad lines to write): one pass over ITEMS.jsonl, as the local runner's."""
-    total, todo, bad, seen = 0, set(), [], set()
+def _pending(items_path: Path, results: ResultsFile, tracer: Tracer) -> tuple[int, dict[str, int], list[BadLine]]:
+    """(lines, ids to run → their attempt, bad lines to write): one pass over ITEMS.jsonl, as the local
+    runner's."""
+    total, todo, bad, seen = 0, {}, [], set()
     for entry in read_items(items_path):
         total += 1
         if entry.id in results.done:
@@ -42,11 +43,14 @@ def _pending(items_path: Path, results: ResultsFile, tracer: Tracer) -> tuple[in
             tracer.event("item.duplicate", item_id=entry.id)
             continue
         seen.add(entry.id)
-        (bad.append(entry) if isinstance(entry, BadLine) else todo.add(entry.id))
+        if isinstance(entry, BadLine):
+            bad.append(entry)
+        else:
+            todo[entry.id] = results.attempt(entry.id)
     return total, todo, bad
 
 
-def _dataset(job: Job, todo: set[str], base_dir: Path, cache_path: str | None, limiter: Any):
+def _dataset(job: Job, todo: dict[str, int], base_dir: Path, cache_path: str | None, limiter: Any):
     import ray
     import ray.data
     from ray.data import ActorPoolStrategy
@@ -62,7 +66,7 @@ def _dataset(job: Job, todo: set[str], base_dir: Path, cache_path: str | None, l
     in_process = job.model.startswith(("hf:", "vllm:"))
     ds = ray.data.read_text(str(a.items.resolve()), drop_empty_lines=True, label_selector=here)
     ds = ds.map_batches(prepare_batch, batch_format="numpy", batch_size=256, label_selector=here,
-                        fn_kwargs={"todo": frozenset(todo), "base_dir": str(base_dir),
+                        fn_kwargs={"todo": todo, "base_dir": str(base_dir),
                                    "max_image_side": a.max_image_side})
     ds = ds.repartition(target_num_rows_per_block=batch)  # streaming: one block per actor call
     return ds.map_batches(
@@ -104,7 +108,7 @@ async def run_on_ray(job: Job, out: Path, cache_path: Path | None) -> dict[str, 
         with progress:
             for entry in bad:
                 add(*await solve_entry(entry, _never, meta=job.meta, tracer=tracer, base_dir=base_dir,
-                                       load_image=_never))
+                                       load_image=_never, attempt=results.attempt(entry.id)))
             if todo:
                 limiter = ray.remote(num_cpus=0)(AccountLimiter).remote(a.rpm, a.tpm)
                 batches = _batches(_dataset(job, todo, base_dir, str(cache_path.resolve()) if cache_path else None,

@@ -17,11 +17,11 @@ from engine.images import ImageError, load_image_data_url
 from engine.items import Item
 
 
-def prepare_batch(batch: dict[str, Any], *, todo: frozenset[str], base_dir: str,
+def prepare_batch(batch: dict[str, Any], *, todo: dict[str, int], base_dir: str,
                   max_image_side: int) -> dict[str, list[str]]:
-    """Keep the lines whose id is in `todo` (the driver read the file first: done ids, repeats and bad
-    lines are not in it); add image_url / image_error."""
-    out: dict[str, list[str]] = {"line": [], "image_url": [], "image_error": []}
+    """Keep the lines whose id is in `todo` (id → which attempt at it this is; the driver read the
+    file first: done ids, repeats and bad lines are not in it); add image_url / image_error."""
+    out: dict[str, list[Any]] = {"line": [], "image_url": [], "image_error": [], "attempt": []}
     for line in batch["text"].tolist():
         try:
             item = Item.model_validate(orjson.loads(line))
@@ -38,4 +38,5 @@ def prepare_batch(batch: dict[str, Any], *, todo: frozenset[str], base_dir: str,
         out["line"].append(line)
         out["image_url"].append(url)
         out["image_error"].append(error)
+        out["attempt"].append(todo[item.id])
     return out
