@@ -198,3 +198,32 @@ def test_in_process_hf_model_in_two_actors(cluster, tmp_path):
     assert sorted(r["id"] for r in rows) == [f"q{i}" for i in range(4)]
     assert all(r["error_cause"] in (None,) for r in rows), [r["error"] for r in rows]
     assert sum(r["usage"]["completion_tokens"] for r in rows) > 0
+
+
+async def test_a_429_in_one_actor_slows_the_others(cluster):
+    """Two actors' limits on one account, joined by a real limiter actor: a 429 seen by one halves
+    the other's concurrency too (it learns of it with its next calls)."""
+    import asyncio
+    import time
+
+    from stagewise.cluster.limiter import AccountLimiter
+    from stagewise.cluster.shared_limits import ClusterLimits
+
+    limiter = ray.remote(num_cpus=0)(AccountLimiter).remote(None, None)
+    account = ("hosted_vllm", "http://127.0.0.1:1/v1")
+    here, there = (ClusterLimits(limiter, account, 8, capped=False) for _ in range(2))
+
+    async def calls_until(done, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not done():
+            assert time.monotonic() < deadline, f"gave up waiting for {what}"
+            await there.acquire(1.0)
+            there.release(1.0, 1, 1)
+            await asyncio.sleep(0.05)
+
+    await calls_until(lambda: there._cuts_seen is not None, "a first look at the limiter")
+    here.concurrency.on_rate_limited()  # a 429 in the other actor
+    assert here.concurrency.limit == 4
+    await calls_until(lambda: there.concurrency.limit == 4, "the other actor to slow down")
+    assert ray.get(limiter.cuts.remote(account)) == 1
+    ray.kill(limiter)
