@@ -40,7 +40,17 @@ def request_key(model: str, request: Request) -> str:
         "seed": request.seed,
         "continue_final": request.continue_final,
     }
+    if request.logprobs:  # only then, so keys of requests without logprobs stay what they were
+        canonical["logprobs"] = request.logprobs
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _completion(value: str) -> Completion:
+    """A stored sample as it was returned: its token logprobs too (a replayed verdict reads the same)."""
+    fields = orjson.loads(value)
+    if fields.get("logprobs") is not None:
+        fields["logprobs"] = [(token, top) for token, top in fields["logprobs"]]
+    return Completion(**fields, cached=True)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -75,13 +85,15 @@ class Cache:
         if len(found) < n and not self._skip_disk:
             marks = ",".join("?" * n)
             found.update(self._db.execute(f"SELECT key, value FROM completions WHERE key IN ({marks})", keys))
-        return [None if (v := found.get(k)) is None else Completion(**orjson.loads(v), cached=True) for k in keys]
+        return [None if (v := found.get(k)) is None else _completion(v) for k in keys]
 
     def put(self, key: str, samples: dict[int, Completion]) -> None:
         rows = [(f"{key}:{i}", orjson.dumps({"text": c.text, "finish_reason": c.finish_reason,
                                             "prompt_tokens": c.prompt_tokens,
                                             "completion_tokens": c.completion_tokens,
-                                            "cost_usd": c.cost_usd}).decode())
+                                            "cost_usd": c.cost_usd,
+                                            **({"logprobs": c.logprobs} if c.logprobs is not None else {})
+                                            }).decode())
                 for i, c in samples.items()]
         with self._pending_lock:
             self._pending.update(rows)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 TraceId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 SpanId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 Stage = str  # summary, caption, reasoning, conclusion, full, sentence; judges: those, sentence, answer
-Parse = Literal["ok", "fallback", "forfeit", "precheck"]
+Parse = Literal["ok", "logprob", "tie", "fallback", "forfeit", "precheck"]
 Selection = Literal["bracket", "knockout"]
 
 
@@ -122,6 +122,7 @@ class LlmCall(_Event):
     prompt: str | None = None  # staged generate calls: the prompt file's fingerprint
     continued: bool | None = None  # continuation requests: prefix continued (true) or restated (false)
     judge_attempt: int | None = None  # judge calls: 1, or 2 when an unreadable verdict was asked again
+    judge_order: Literal[1, 2] | None = None  # --judge-order both: 1 the pair as given, 2 swapped
     checked: int | None = None  # check calls: which response of the pair (0, 1)
 
 
@@ -136,7 +137,20 @@ class LlmFallback(_Event):
     prompt: str | None = None
     continued: bool | None = None
     judge_attempt: int | None = None
+    judge_order: Literal[1, 2] | None = None
     checked: int | None = None
+
+
+class VerdictOrder(BaseModel):
+    """One order a pair was asked in: what the judge said and what was read from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pair: tuple[int, int]  # as shown: [first, second]
+    outputs: list[str]  # the judge's raw replies in this order (2 after a re-ask)
+    by: Literal["logprob", "text", "none"]  # what the winner was read from; none: unreadable
+    p_first: float | None  # P(the first shown wins) from logprobs, None without them
+    winner: int | None  # the candidate this order names, None when unreadable
 
 
 class JudgeVerdict(_Event):
@@ -152,6 +166,9 @@ class JudgeVerdict(_Event):
     reason: str | None
     outputs: list[str]  # the judge's raw replies read for this verdict (1, or 2 after a re-ask)
     selection: Selection
+    orders: list[VerdictOrder] = []  # each order asked (two with --judge-order both); [] for a forfeit,
+    # a pre-check's decision or --faithful
+    agreed: bool | None = None  # both orders asked and read: did they name the same winner?
 
 
 class JudgeCheck(_Event):
@@ -163,7 +180,8 @@ class JudgeCheck(_Event):
     position: Literal[0, 1]  # its place in the pair
     passed: bool | None  # None: the output was unreadable (the robust rule then lets it pass)
     output: str
-    rule: Literal["robust", "faithful"]
+    rule: Literal["robust", "faithful", "logprob"]  # logprob: P("incorrect") vs P("correct") decided
+    p_incorrect: float | None = None  # from logprobs at the reply's first word, where the judge gave them
 
 
 class ItemDuplicate(BaseModel):

@@ -26,6 +26,7 @@ class Request:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     continue_final: bool = False
+    logprobs: int = 0  # top alternatives per generated token to return (judge and check calls); 0: none
     tags: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def sampling(self) -> dict[str, Any]:
@@ -53,6 +54,9 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    # per generated token, when the request asked and the backend can: (token text, {alternative's
+    # text: logprob} for the top alternatives); what a judge's verdict is read from (judges/logprobs.py)
+    logprobs: list[tuple[str, dict[str, float]]] | None = None
     cached: bool = False
 
 
@@ -62,7 +66,7 @@ class Capabilities:
 
     n_per_request: bool = True
     continue_assistant: bool = False
-    logprobs: bool = False
+    logprobs: bool = False  # returns the top alternatives' logprobs of each token when a request asks
     images: bool = True
 
 

@@ -9,10 +9,13 @@ break the tie at random instead of silently favouring the second candidate.
 """
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from judges.logprobs import TokenLogprobs, verdict_probability
 
 # Stripped from decoded output by the reference before parsing.
 SPECIAL_TOKENS = ("<|eot_id|>", "<|endoftext|>")
@@ -163,6 +166,8 @@ class Decision:
     parse: str
     reason: str | None
     outputs: list[str] = field(default_factory=list)
+    readings: tuple["Reading", ...] = ()  # each order's answer, as asked (the first order first)
+    agreed: bool | None = None  # both orders asked and read: did they name the same winner?
 
 
 async def decide(ask: Callable[[], Awaitable[str]], rng: random.Random, *, faithful: bool = False,
@@ -187,3 +192,75 @@ async def decide(ask: Callable[[], Awaitable[str]], rng: random.Random, *, faith
         if winner is not None:
             return Decision(winner, "ok", extract_reason(outputs[-1]), outputs)
     return Decision(rng.randrange(2), "fallback", extract_reason(outputs[-1]), outputs)
+
+
+# --- a verdict in one or both orders, read from the text or from logprobs -------------------------
+
+Answer = tuple[str, "TokenLogprobs | None"]  # a judge's reply: its text and, where available, logprobs
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One order's answer: `winner` 0/1 as the pair was shown (None: unreadable), `p_first` P(the
+    response shown first wins) from logprobs (None: none), `by` "logprob", "text" or "none"."""
+
+    outputs: list[str]
+    winner: int | None
+    p_first: float | None
+    by: str
+
+
+async def read_order(ask: Callable[[], Awaitable[Answer]], *, retries: int = 1,
+                     use_logprobs: bool = True) -> Reading:
+    """Ask once (again up to `retries` times while unreadable): the logprob verdict where there is one
+    with a margin, else the robust text rule."""
+    outputs: list[str] = []
+    p: float | None = None
+    for _ in range(retries + 1):
+        text, logprobs = await ask()
+        outputs.append(text)
+        p = verdict_probability(logprobs) if use_logprobs else None
+        if p is not None and p != 0.5:
+            return Reading(outputs, 0 if p > 0.5 else 1, p, "logprob")
+        winner = parse_verdict(text)
+        if winner is not None:
+            return Reading(outputs, winner, p, "text")
+    return Reading(outputs, None, p, "none")
+
+
+async def decide_first(ask: Callable[[], Awaitable[Answer]], rng: random.Random, *, retries: int = 1,
+                       use_logprobs: bool = True) -> Decision:
+    """The pair asked in its given order only: parse "logprob" when the probabilities decided, "ok"
+    when the text did, "fallback" (a draw from this decision's `rng`) when neither could."""
+    r = await read_order(ask, retries=retries, use_logprobs=use_logprobs)
+    if r.winner is None:
+        return Decision(rng.randrange(2), "fallback", extract_reason(r.outputs[-1]), r.outputs, (r,))
+    return Decision(r.winner, "logprob" if r.by == "logprob" else "ok", extract_reason(r.outputs[-1]),
+                    r.outputs, (r,))
+
+
+async def decide_both(ask_ab: Callable[[], Awaitable[Answer]], ask_ba: Callable[[], Awaitable[Answer]],
+                      rng: random.Random, *, retries: int = 1, use_logprobs: bool = True) -> Decision:
+    """The pair asked in both orders at once, so a judge's taste for a position cancels out.
+
+    Agreement decides (parse "ok"). Disagreement, or an unreadable order, is a tie: broken by the
+    logprob margin P(A wins) = ½ [p(A first) + (1 − p(B first))] over the orders that have one (parse
+    "logprob"), else by this decision's `rng` (parse "tie"; "fallback" when neither order was readable).
+    Winners are 0 = A (shown first in `ask_ab`), 1 = B.
+    """
+    ab, ba = await asyncio.gather(read_order(ask_ab, retries=retries, use_logprobs=use_logprobs),
+                                  read_order(ask_ba, retries=retries, use_logprobs=use_logprobs))
+    v1 = ab.winner
+    v2 = None if ba.winner is None else 1 - ba.winner
+    agreed = None if v1 is None or v2 is None else v1 == v2
+    p_a = [p for p in (ab.p_first, None if ba.p_first is None else 1 - ba.p_first) if p is not None]
+    margin = sum(p_a) / len(p_a) if p_a else 0.5
+    if agreed:
+        winner, parse = v1, "ok"
+    elif margin != 0.5:
+        winner, parse = (0 if margin > 0.5 else 1), "logprob"
+    else:
+        winner, parse = rng.randrange(2), ("fallback" if v1 is None and v2 is None else "tie")
+    by_winner = ab if v1 == winner else ba if v2 == winner else ab
+    return Decision(winner, parse, extract_reason(by_winner.outputs[-1]), ab.outputs + ba.outputs, (ab, ba),
+                    agreed)

@@ -19,6 +19,8 @@ class Settings:
     n: int = 4                    # candidates per step
     selection: str = "bracket"    # "knockout" (the reference's) or "bracket"
     faithful: bool = False        # reproduce the reference's verdict rule exactly
+    judge_order: str = "first"    # "both": every comparison asked in both orders (position-debiased)
+    judge_logprobs: bool = True   # read verdicts from logprobs where the judge's backend returns them
     max_sentences: int = 64       # sentence_beam stops here if the CONCLUSION never closes
     sampling: Sampling = Sampling()
 

@@ -1,4 +1,4 @@
-"""The four graphs, each a few lines over `Ops.generate` and `Ops.select`.
+"""The built-in graphs, each a few lines over `Ops.generate` and `Ops.select`.
 
 Write your own the same way: an async function (ops, settings) → final text, registered with
 `@graph("name")`; `stagewise generate --graph name` then runs it on every item.
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
+from judges.scorers import answer_part, extract_choice, normalize, to_number
 from search.base import Settings
 from search.primitives import Ops
-from stages.tags import STAGES
+from stages.tags import STAGES, parse_stages
 
 GraphFn = Callable[[Ops, Settings], Awaitable[str]]
 REGISTRY: dict[str, GraphFn] = {}
@@ -56,3 +57,36 @@ async def sentence_beam(ops: Ops, s: Settings) -> str:
         if "</CONCLUSION>" in text.upper():
             return text
     return text
+
+
+def conclusion_key(text: str, choices: list[str] | None = None) -> str | None:
+    """What a whole answer concludes, so equal answers count as one vote: the option letter, a
+    number, else the normalized answer text; None without a CONCLUSION."""
+    conclusion = parse_stages(text).stages.get("conclusion")
+    if not conclusion or not conclusion.strip():
+        return None
+    letter = extract_choice(conclusion, choices) if choices else None
+    if letter:
+        return letter
+    number = to_number(answer_part(conclusion))
+    return f"{number:g}" if number is not None else normalize(answer_part(conclusion))
+
+
+@graph("vote")
+async def vote(ops: Ops, s: Settings) -> str:
+    """Self-consistency, the baseline a judge must beat: N whole answers, the most common conclusion
+    wins (its first candidate); a tie between the most common goes to the judge, among one candidate
+    of each. Answers without a CONCLUSION get no vote (if none has one, the judge picks among all)."""
+    candidates = await ops.generate("", "full", s.n)
+    groups: dict[str, list[int]] = {}
+    for i, text in enumerate(candidates):
+        key = conclusion_key(text, ops.item.choices)
+        if key is not None:
+            groups.setdefault(key, []).append(i)
+    if not groups:
+        return candidates[await ops.select(candidates, "answer")]
+    most = max(len(g) for g in groups.values())
+    leaders = [g[0] for g in groups.values() if len(g) == most]
+    if len(leaders) == 1:
+        return candidates[leaders[0]]
+    return candidates[await ops.select(candidates, "answer", among=set(leaders))]

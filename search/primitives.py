@@ -16,6 +16,7 @@ stage's own prompt (`--mode staged`, or any backend that cannot continue).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,7 +36,8 @@ from judges.pairwise import (
 )
 from judges.selection import Selection, bracket, knockout
 from judges.streams import Streams
-from judges.verdict import check_failed, check_failed_faithful, decide
+from judges.logprobs import check_failure_probability
+from judges.verdict import Answer, check_failed, check_failed_faithful, decide, decide_both, decide_first
 from search.base import Roles, Settings
 from stages.agent import StageAgent, question_text
 from stages.prompts import Prompt, load_prompt
@@ -43,6 +45,7 @@ from stages.sentences import first_sentence_end
 from stages.tags import STAGES, format_stage, parse_stages
 
 SENTENCE_MAX_TOKENS = 128  # a sentence step samples this much and keeps the first sentence
+LOGPROBS_TOP = 5  # alternatives per token asked with judge and check calls for logprob verdicts
 
 
 def _closing(stage: str) -> str:
@@ -164,10 +167,13 @@ class Ops:
 
     # --- select ---------------------------------------------------------------------------------
 
-    async def select(self, candidates: list[str], kind: str, prefix: str | None = None) -> int:
+    async def select(self, candidates: list[str], kind: str, prefix: str | None = None,
+                     among: set[int] | None = None) -> int:
         """`prefix`, when given, is what every candidate starts with: the sentence judge then sees just
         each new sentence, with the prefix as its hint (the reference re-splits the whole text on
-        "." and can end up judging the shared previous sentence)."""
+        "." and can end up judging the shared previous sentence). `among`, when given, are the only
+        candidates that may win (the others forfeit without a judge call), so traces keep the
+        indices of the step that made them."""
         if len(candidates) == 1:
             return 0
         faithful = self.settings.faithful
@@ -183,6 +189,9 @@ class Ops:
                 return await self._compare(candidates, kind, a, b, prefix, streams, decided)
 
             valid = None if faithful else (lambda text: judgeable(kind, text))
+            if among is not None:
+                allowed, judged = {candidates[i] for i in among}, valid
+                valid = lambda text: text in allowed and (judged is None or judged(text))  # noqa: E731
             try:
                 if self.settings.selection == "knockout":
                     chosen = await knockout(candidates, compare, streams, valid=valid)
@@ -190,11 +199,11 @@ class Ops:
                     chosen = await bracket(candidates, compare, valid=valid, streams=streams)
                 span.attrs.update(winner=chosen.winner, rounds=chosen.rounds, mode=chosen.mode)
             finally:
-                self._trace_verdicts(tracer, kind, chosen, decided)
+                self._trace_verdicts(tracer, kind, chosen, decided, among is not None)
             return chosen.winner
 
     def _trace_verdicts(self, tracer: Any, kind: str, chosen: Selection | None,
-                        decided: dict[tuple[int, int], dict[str, Any]]) -> None:
+                        decided: dict[tuple[int, int], dict[str, Any]], restricted: bool = False) -> None:
         """One judge.verdict per decision, in the selection's order, each with its round (a selection
         cut short by an error writes the decisions it made, without rounds)."""
         if chosen is None:
@@ -204,11 +213,19 @@ class Ops:
         for position, ((a, b), winner) in enumerate(chosen.verdicts):
             if position in chosen.forfeits:
                 verdict = {"winner": winner, "parse": "forfeit", "outputs": [],
-                           "reason": "the other candidate lacks what this judge needs",
+                           "reason": "the other candidate may not win here (its answer lost the vote) or lacks "
+                                     "what this judge needs" if restricted else
+                           "the other candidate lacks what this judge needs",
                            "selection": chosen.mode}
             else:
                 verdict = decided[(a, b)]
             tracer.event("judge.verdict", stage=kind, pair=[a, b], round=_round_of(chosen, position), **verdict)
+
+    def _logprobs(self) -> bool:
+        """Verdicts read from logprobs: asked for (--judge-logprobs), possible (the judge's backend
+        returns them) and not --faithful (the reference reads the text)."""
+        s = self.settings
+        return s.judge_logprobs and not s.faithful and self.roles.judge.capabilities.logprobs
 
     def _streams(self, candidates: list[str], kind: str) -> Streams:
         """This selection's random streams: keyed by seed, item, judge and the candidates themselves, so
@@ -229,37 +246,63 @@ class Ops:
         except NotJudgeable as exc:  # only reachable in --faithful mode, where the reference crashes
             raise BadOutput(f"faithful mode: {exc} (the reference fails here too)") from None
         tracer = self.roles.judge.tracer
+        both = self.settings.judge_order == "both" and not faithful
+        top_k = LOGPROBS_TOP if self._logprobs() else 0
         with tracer.span("verdict", kind, labels={"pair": [a, b]}) as span:
             decision: dict[str, Any] = {}
             outputs: list[str] = []
 
-            async def judge() -> int:
+            def asker(order: int) -> Callable[[], Awaitable[Answer]]:
+                """Ask the judge with the pair shown as given (order 1) or swapped (order 2)."""
                 attempt = 0
+                responses = inputs.responses if order == 1 else inputs.responses[::-1]
 
-                async def ask() -> str:
+                async def ask() -> Answer:
                     nonlocal attempt
                     attempt += 1
-                    messages = judge_messages(kind, self.question, *inputs.responses, hint=inputs.hint,
+                    messages = judge_messages(kind, self.question, *responses, hint=inputs.hint,
                                               image_url=self.image_url)
-                    request = self._request(messages, 1, (), kind, judge_attempt=attempt)
-                    request = _with_role(request, "judge", seed_offset=7919 * (attempt - 1))
+                    tags = {"judge_attempt": attempt, **({"judge_order": order} if both else {})}
+                    request = self._request(messages, 1, (), kind, **tags)
+                    request = _with_role(request, "judge", seed_offset=7919 * (attempt - 1), logprobs=top_k)
                     [out] = await self.roles.judge.complete(request)
                     outputs.append(out.text)
-                    return out.text
+                    return out.text, out.logprobs
+                return ask
 
-                d = await decide(ask, streams.rng("tie", a, b), faithful=faithful)
-                decision.update(parse=d.parse, reason=d.reason)
+            async def judge() -> int:
+                rng = streams.rng("tie", a, b)
+                if faithful:
+                    async def text_only() -> str:
+                        return (await asker(1)())[0]
+                    d = await decide(text_only, rng, faithful=True)
+                elif both:
+                    d = await decide_both(asker(1), asker(2), rng, use_logprobs=bool(top_k))
+                else:
+                    d = await decide_first(asker(1), rng, use_logprobs=bool(top_k))
+                pairs = ((a, b), (b, a))
+                decision.update(parse=d.parse, reason=d.reason, agreed=d.agreed, outputs=d.outputs, orders=[
+                    {"pair": list(pairs[i]), "outputs": r.outputs, "by": r.by, "p_first": r.p_first,
+                     "winner": None if r.winner is None else pairs[i][r.winner]}
+                    for i, r in enumerate(d.readings)])
                 return d.winner
 
             async def check(i: int) -> bool:
                 with tracer.span("check", kind, candidate=(a, b)[i]):
                     caption = inputs.hint if inputs.hint is not None else ("None" if faithful else "")
                     request = self._request(check_messages(caption, inputs.responses[i]), 1, (), kind, checked=i)
-                    [out] = await self.roles.judge.complete(_with_role(request, "check", seed_offset=0))
-                    failed = check_failed_faithful(out.text) if faithful else check_failed(out.text)
+                    request = _with_role(request, "check", seed_offset=0, logprobs=top_k)
+                    [out] = await self.roles.judge.complete(request)
+                    p_fail = check_failure_probability(out.logprobs) if top_k else None
+                    if faithful:
+                        failed, rule = check_failed_faithful(out.text), "faithful"
+                    elif p_fail is not None and p_fail != 0.5:
+                        failed, rule = p_fail > 0.5, "logprob"
+                    else:
+                        failed, rule = check_failed(out.text), "robust"
                     tracer.event("judge.check", stage=kind, candidate=(a, b)[i], position=i,
                                  passed=None if failed is None else not failed, output=out.text,
-                                 rule="faithful" if faithful else "robust")
+                                 rule=rule, p_incorrect=p_fail)
                     if failed:
                         decision.update(parse="precheck",
                                         reason=f"the pre-check found candidate {(a, b)[i]}'s reasoning wrong")
@@ -272,7 +315,8 @@ class Ops:
             winner = (a, b)[local]
             span.attrs.update(winner=winner, parse=decision.get("parse"))
             decided[(a, b)] = {"winner": winner, "parse": decision.get("parse", "precheck"),
-                               "reason": decision.get("reason"), "outputs": outputs,
+                               "reason": decision.get("reason"), "outputs": decision.get("outputs", outputs),
+                               "orders": decision.get("orders", []), "agreed": decision.get("agreed"),
                                "selection": self.settings.selection, "span_id": span.span_id,
                                "parent_id": span.parent_id}
             return winner
@@ -292,9 +336,9 @@ def _round_of(chosen: Selection, position: int) -> int:
     raise ValueError(f"no verdict at position {position}")
 
 
-def _with_role(request: Request, role: str, seed_offset: int) -> Request:
-    """A judge or check request: its own role in traces, and (for judge retries) a fresh seed, so a
-    retried verdict is a new sample rather than the cached unparseable one."""
+def _with_role(request: Request, role: str, seed_offset: int, logprobs: int = 0) -> Request:
+    """A judge or check request: its own role in traces, (for judge retries) a fresh seed, so a
+    retried verdict is a new sample rather than the cached unparseable one, and the logprobs asked."""
     seed = None if request.seed is None else request.seed + seed_offset
-    return replace(request, seed=seed, tags={**request.tags, "role": role})
+    return replace(request, seed=seed, logprobs=logprobs, tags={**request.tags, "role": role})
 

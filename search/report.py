@@ -13,10 +13,17 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from search.judge_quality import judge_quality, overall, references
+
 COLUMNS = [("graph", "graph"), ("items", "items"), ("ok", "ok"), ("errors", "errors"), ("accuracy", "accuracy"),
            ("calls_per_item", "calls/item"), ("prompt_tokens_per_item", "prompt tok/item"),
            ("completion_tokens_per_item", "completion tok/item"), ("cost_per_item_usd", "$/item"),
-           ("latency_p50_s", "p50 s"), ("latency_p95_s", "p95 s"), ("judge_fallback_rate", "judge fallback")]
+           ("latency_p50_s", "p50 s"), ("latency_p95_s", "p95 s"), ("judge_fallback_rate", "judge fallback"),
+           ("judge_second_rate", "judge picks 2nd"), ("judge_agreement", "orders agree"),
+           ("judge_accuracy", "judge acc (decidable)")]
+JUDGE_COLUMNS = [("graph", "graph"), ("stage", "judge"), ("verdicts", "verdicts"), ("second_rate", "picks 2nd"),
+                 ("agreement", "orders agree"), ("fallback_rate", "fallback"), ("decidable", "decidable pairs"),
+                 ("accuracy", "accuracy on decidable")]
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -39,7 +46,9 @@ def _percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def graph_stats(run_dir: Path, name: str) -> dict[str, Any]:
+def graph_stats(run_dir: Path, name: str, refs: dict[str, tuple[str, list[str] | None]] | None = None
+                ) -> dict[str, Any]:
+    """One graph's row; with `refs` (judge_quality.references) the judge's quality too (`judge`: per stage)."""
     rows = _jsonl(run_dir / "results.jsonl")
     verdicts = [t for t in _jsonl(run_dir / "traces.jsonl") if t.get("event") == "judge.verdict"]
     n = max(1, len(rows))
@@ -62,18 +71,33 @@ def graph_stats(run_dir: Path, name: str) -> dict[str, Any]:
         "judge_fallback_rate": round(sum(v.get("parse") == "fallback" for v in judged) / len(judged), 4)
         if judged else None,
         "cache_hits_per_item": round(usage("cache_hits"), 2),
+        **_judge_fields(run_dir, refs),
     }
+
+
+def _judge_fields(run_dir: Path, refs: dict[str, tuple[str, list[str] | None]] | None) -> dict[str, Any]:
+    per_stage = judge_quality(_jsonl(run_dir / "traces.jsonl"), refs or {})
+    every = overall(per_stage)
+    return {"judge_second_rate": every["second_rate"], "judge_agreement": every["agreement"],
+            "judge_accuracy": every["accuracy"], "judge_decidable": every["decidable"], "judge": per_stage}
 
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def markdown_table(stats: list[dict[str, Any]]) -> str:
-    head = "| " + " | ".join(label for _, label in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join("–" if s[k] is None else str(s[k]) for k, _ in COLUMNS) + " |" for s in stats]
+def markdown_table(stats: list[dict[str, Any]], columns: list[tuple[str, str]] = COLUMNS) -> str:
+    head = "| " + " | ".join(label for _, label in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join("–" if s.get(k) is None else str(s[k]) for k, _ in columns) + " |" for s in stats]
     return "\n".join([head, rule, *body])
+
+
+def judge_table(stats: list[dict[str, Any]]) -> str:
+    """The judge's quality per graph and stage (search/judge_quality.py); "" when no graph judged."""
+    rows = [{"graph": s["graph"], "stage": stage, **figures}
+            for s in stats for stage, figures in (s.get("judge") or {}).items()]
+    return markdown_table(rows, JUDGE_COLUMNS) if rows else ""
 
 
 def chance_accuracy(items_path: Path | None) -> float | None:
@@ -189,8 +213,14 @@ def write_png(stats: list[dict[str, Any]], path: Path, head: dict[str, Any] | No
 
 def write_report(out: Path, names: list[str], *, model: str | None = None, n: int | None = None,
                  items_path: Path | None = None) -> dict[str, Any]:
-    stats = [graph_stats(out / name, name) for name in names]
+    refs = references(items_path)
+    stats = [graph_stats(out / name, name, refs) for name in names]
     table = markdown_table(stats)
+    judges = judge_table(stats)
+    if judges:
+        table += ("\n\nThe judge, per stage (picks 2nd: share of verdicts naming the response shown second; "
+                  "orders agree: --judge-order both; accuracy on pairs of a right and a wrong final answer):\n\n"
+                  + judges)
     head = {"items": max((s["items"] for s in stats), default=0), "model": model, "n": n,
             "date": datetime.date.today().isoformat(), "chance": chance_accuracy(items_path)}
     (out / "report.json").write_text(json.dumps({**head, "graphs": stats}, indent=2) + "\n")

@@ -14,7 +14,7 @@ from engine.errors import UsageError
 from engine.loop import run
 from stagewise.outcome import exit_status, summary_line
 
-GRAPH_NAMES = ("chain", "best_of_n", "sentence_beam", "stage_beam")
+GRAPH_NAMES = ("chain", "best_of_n", "sentence_beam", "stage_beam", "vote")
 
 DESCRIPTION = """\
 Make vision-language models reason step by step, the LLaVA-CoT way: SUMMARY -> CAPTION -> REASONING ->
@@ -115,6 +115,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "pre-check rule and judge inputs, and an error row where it crashes on a candidate "
                         "missing its tags. Without it: robust verdict parsing, one retry, then a seeded "
                         "tie-break; a candidate missing its tags loses")
+    p.add_argument("--judge-order", choices=("first", "both"), default="first",
+                   help="first: each comparison asked once, the pair in its given order; both: asked in both orders "
+                        "at once (twice the judge calls), agreement decides, a disagreement is a tie broken by the "
+                        "logprob margin, else at random (seeded). --faithful asks the first order only")
+    p.add_argument("--judge-logprobs", choices=("on", "off"), default="on",
+                   help="on: where the judge's backend returns logprobs (OpenAI-compatible servers, vLLM, hf:), a "
+                        "verdict is P(\"1\") against P(\"2\") after \"I choose response \" and a pre-check P(\"correct\") "
+                        "against P(\"incorrect\"); the text rule otherwise. off: the text rule. --faithful: off")
     p.add_argument("--max-sentences", type=int, default=64, help="sentence_beam: most sentence steps per item")
     p.add_argument("--concurrency", type=int, default=64, help="max model calls in flight")
     p.add_argument("--items-in-flight", type=int, default=None, help="items solved at once (default: --concurrency)")
@@ -180,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(identical requests are paid once): DIR/<graph>/ as generate writes it, "
                                      "plus DIR/report.md, report.json and report.png. " + REFERENCE)
     _add_run_options(cmp)
-    cmp.add_argument("--graphs", default="chain,best_of_n,stage_beam",
+    cmp.add_argument("--graphs", default="chain,best_of_n,stage_beam,vote",
                      help="comma-separated graphs (names, .toml files or FILE.py:function)")
     cmp.set_defaults(func=_compare)
 

@@ -1,7 +1,7 @@
 """`stagewise demo`: the whole job, offline, on a laptop CPU, in a few minutes.
 
 It draws a fresh chart benchmark (chartbench: bar and line charts with exact answers), then runs
-chain, best_of_n and stage_beam on it with the small vision-language model shipped in
+chain, best_of_n, stage_beam and vote on it with the small vision-language model shipped in
 stagewise/model/ — trained by `stagewise train` on chartbench's teacher traces and judge examples
 (stagewise/model/TRAINING.md), so the same model answers in four stages and judges its own
 candidates, as in LLaVA-CoT — in-process through the transformers backend (`--model hf:DIR`). It
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
-GRAPHS = "chain,best_of_n,stage_beam"
+GRAPHS = "chain,best_of_n,stage_beam,vote"
 DEFAULT_ITEMS = 100
 DEFAULT_N = 4
 DEFAULT_SEED = 2026      # benchmarks draw test-split charts; the model was trained on train-split ones
@@ -50,7 +50,7 @@ def _fail(msg: str) -> int:
 
 
 def compare_args(items: Path, out: Path, model: str, *, n: int, seed: int, max_tokens: int,
-                 graphs: str = GRAPHS, progress: bool = True) -> argparse.Namespace:
+                 graphs: str = GRAPHS, progress: bool = True, judge: tuple[str, ...] = ()) -> argparse.Namespace:
     """What `stagewise compare` parses for this run: its own defaults (so a new option needs no change
     here) with the demo's choices; stagewise.jobs reads these."""
     from stagewise.cli import build_parser
@@ -58,7 +58,7 @@ def compare_args(items: Path, out: Path, model: str, *, n: int, seed: int, max_t
     argv = ["compare", str(items), "--out", str(out), "--model", model, "--graphs", graphs, "--n", str(n),
             "--seed", str(seed), "--max-tokens", str(max_tokens), "--timeout", "600", "--max-retries", "1",
             "--mode", "full"]  # full: the hf backend continues the chosen prefix, as the model was trained
-    args = build_parser().parse_args(argv + ([] if progress else ["--no-progress"]))
+    args = build_parser().parse_args(argv + list(judge) + ([] if progress else ["--no-progress"]))
     args.api_base = args.judge_api_base = None  # in-process: no server, whatever the environment says
     return args
 
@@ -95,7 +95,7 @@ def limit_threads(threads: int) -> None:
 
 def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED, n: int = DEFAULT_N,
              model_dir: Path = MODEL_DIR, graphs: str = GRAPHS, max_tokens: int = DEFAULT_MAX_TOKENS,
-             threads: int = DEFAULT_THREADS, progress: bool = True) -> dict:
+             threads: int = DEFAULT_THREADS, progress: bool = True, judge: tuple[str, ...] = ()) -> dict:
     """Generate the benchmark into OUT, compare the graphs on it; returns the report plus
     `by_type` (chartbench.score) and `wall_s`."""
     for key, value in OFFLINE_ENV.items():
@@ -111,7 +111,7 @@ def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED,
     out.mkdir(parents=True, exist_ok=True)
     items_path = write_items(out, items, seed)
     args = compare_args(items_path, out, f"hf:{model_dir}", n=n, seed=seed, max_tokens=max_tokens,
-                        graphs=graphs, progress=progress)
+                        graphs=graphs, progress=progress, judge=judge)
     report = run(run_compare(args))
     names = [g.strip() for g in graphs.split(",") if g.strip()]
     by_type = score_runs(out, items_path)
@@ -140,7 +140,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         report = run_demo(out, items=args.items, seed=args.seed, n=args.n, model_dir=model_dir.resolve(),
                           graphs=args.graphs, max_tokens=args.max_tokens, threads=args.threads,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress,
+                          judge=("--judge-order", args.judge_order, "--judge-logprobs", args.judge_logprobs))
     except OutInUse as exc:
         return _fail(str(exc))
     print()
@@ -176,5 +177,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"torch CPU threads (default {DEFAULT_THREADS}: this machine's {available_cores()} "
                         "core(s) less one for the event loop; more oversubscribes the cores)")
+    p.add_argument("--judge-order", choices=("first", "both"), default="first",
+                   help="as stagewise compare's: judge each pair in its order, or in both (default first)")
+    p.add_argument("--judge-logprobs", choices=("on", "off"), default="on",
+                   help="as stagewise compare's: verdicts from logprobs, or from the text (default on)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_demo)

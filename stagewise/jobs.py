@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -16,12 +17,14 @@ from engine.retry import RetryPolicy
 from engine.runner import Solve, run_items
 from engine.trace import Tracer
 from search import GraphSpec, Roles, Settings, build_graph, resolve
+from search.judge_quality import add_to_summary
 from stages.agent import Sampling
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(mode=args.mode, n=args.n, selection=args.selection, faithful=args.faithful,
-                    max_sentences=args.max_sentences,
+                    max_sentences=args.max_sentences, judge_order=args.judge_order,
+                    judge_logprobs=args.judge_logprobs == "on",
                     sampling=Sampling(args.temperature, args.top_p, args.max_tokens, args.seed))
 
 
@@ -115,12 +118,14 @@ def _on_ray(args: argparse.Namespace) -> bool:
 
 async def _run_job(job: Job, out: Path, cache: Cache | None, default_cache: Path) -> dict[str, Any]:
     """In this process, or with --ray on a Ray cluster (stagewise/cluster), whose actors open the cache
-    file themselves."""
+    file themselves. summary.json then gets the judge's quality per stage (search/judge_quality.py)."""
     if _on_ray(job.args):
         from stagewise.cluster.driver import run_on_ray
 
-        return await run_on_ray(job, out, None if job.args.no_cache else (job.args.cache or default_cache))
-    return await job.run(out, cache)
+        summary = await run_on_ray(job, out, None if job.args.no_cache else (job.args.cache or default_cache))
+    else:
+        summary = await job.run(out, cache)
+    return await asyncio.to_thread(add_to_summary, out, summary, job.args.items)
 
 
 async def run_generate(args: argparse.Namespace) -> dict[str, Any]:

@@ -19,6 +19,15 @@ Faults are asked for by directives in the request's text, so one run can mix the
                      fanned-out sample that fails when the test says so)
   [[slow-seed:S,T]]  requests with these seeds wait until the client disconnects (counted as
                      `disconnected` in /stats) or --hang-s passes
+  [[answers-by-q:A,B,C,D]]  the candidate of quality q concludes the q-th of these (so some pairs are
+                     decidable: one right, one wrong)
+  [[judge-lower]]    the judge prefers the lower q (a judge that is always wrong)
+  [[judge-always-2]] the judge writes "I choose response 2" whatever the pair; asked for logprobs
+                     (`"logprobs": true`), the verdict token's top_logprobs carry its real preference
+                     (P = 0.8 on the higher q's number, 0.2 on the other), as a position-biased judge
+                     that still ranks the candidates
+Every reply asked for logprobs carries OpenAI's choices[].logprobs.content (one entry a word, the
+sampled word at logprob 0 unless scripted above).
 Server flags: --check-fails-q Q  a reasoning pre-check answers "The reasoning is incorrect." when the
 checked reasoning has quality Q ("reasoning q=Q"), else "correct" (so pre-checks decide some verdicts).
 "Exact request" = same body, so a retry counts as the next attempt. GET /stats reports counters;
@@ -33,7 +42,9 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -42,7 +53,25 @@ from pathlib import Path
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "servers"))
-from answers import directives_in, quality, reply, stage_of  # noqa: E402  (shared with tests/servers/)
+from answers import directives_in, preferred, quality, reply, stage_of  # noqa: E402  (shared with tests/servers/)
+
+PREFERENCE = 0.8  # [[judge-always-2]]: the probability its logprobs put on the response it prefers
+
+
+def logprobs_of(content: str, prefer: int | None) -> dict:
+    """OpenAI's `logprobs` for a reply, one token a word; with `prefer` (1 or 2), the token after
+    "I choose response" puts PREFERENCE on that number, whatever the text says."""
+    tokens = re.findall(r"\s*[A-Za-z]+|\s*\d|\s*[^\sA-Za-z\d]", content)
+    entries, said = [], ""
+    for token in tokens:
+        top = {token: 0.0}
+        if prefer is not None and said.rstrip().endswith("I choose response") and token.strip() in ("1", "2"):
+            p1 = PREFERENCE if prefer == 1 else 1 - PREFERENCE
+            top = {" 1": math.log(p1), " 2": math.log(1 - p1)}
+        entries.append({"token": token, "logprob": top.get(token, top.get(" " + token.strip(), 0.0)),
+                        "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()]})
+        said += token
+    return {"content": entries}
 
 
 def _text_of(messages: list[dict]) -> str:
@@ -159,6 +188,10 @@ class FakeServer:
             completion_tokens += len(content) // 4 + 1
             choices.append({"index": i, "message": {"role": "assistant", "content": content},
                             "finish_reason": "stop"})
+            if body.get("logprobs"):
+                judging = last_user.startswith("Now you act as a judge") and "Reasoning Process:" not in last_user
+                prefer = preferred(last_user, directives) if judging and "judge-always-2" in directives else None
+                choices[-1]["logprobs"] = logprobs_of(content, prefer)
         self.stats["ok"] += 1
         request["log"]["tokens"] = len(text) // 4 + 1 + completion_tokens
         return web.json_response({

@@ -21,7 +21,18 @@ TABLE = {  # graph, mode → calls per item (reasoning pre-checks: 2 per compari
     ("stage_beam", "full"): 4 * N + 4 * (N - 1) + 2 * (N - 1),
     ("sentence_beam", "full"): 4 * (2 * N - 1),     # 4 sentences on this server
     ("sentence_beam", "staged"): 4 * (2 * N - 1),
+    ("vote", "full"): N,                            # every candidate concludes "A": no tie to judge
 }
+BOTH = 2  # --judge-order both: every pairwise comparison is asked twice (pre-checks once)
+TABLE_BOTH = {
+    ("chain", "staged"): 4,
+    ("best_of_n", "full"): N + BOTH * (N - 1),
+    ("stage_beam", "staged"): 4 * N + BOTH * 4 * (N - 1) + 2 * (N - 1),
+    ("stage_beam", "full"): 4 * N + BOTH * 4 * (N - 1) + 2 * (N - 1),
+    ("sentence_beam", "full"): 4 * (N + BOTH * (N - 1)),
+    ("vote", "full"): N,
+}
+JUDGED = {"chain": 0, "best_of_n": N - 1, "stage_beam": 4 * (N - 1), "sentence_beam": 4 * (N - 1), "vote": 0}
 
 
 def _run(tmp_path, server, graph, mode, *extra, items=None, name="run"):
@@ -34,21 +45,37 @@ def _run(tmp_path, server, graph, mode, *extra, items=None, name="run"):
     return out, read_jsonl(out / "results.jsonl"), read_jsonl(out / "traces.jsonl")
 
 
-@pytest.mark.parametrize("graph,mode", list(TABLE))
-def test_calls_match_the_table_and_the_best_candidate_wins(tmp_path, fake_server, graph, mode):
-    out, rows, traces = _run(tmp_path, fake_server, graph, mode)
+def _check_calls_and_winners(rows, traces, graph, expected_calls):
     assert len(rows) == 3 and all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
     calls = Counter(t["item_id"] for t in traces if t["event"] == "llm.call")
     for r in rows:
-        assert r["usage"]["calls"] == TABLE[graph, mode] == calls[r["id"]]
+        assert r["usage"]["calls"] == expected_calls == calls[r["id"]]
         assert r["correct"] is True
-        if graph != "chain":
+        if graph not in ("chain", "vote"):
             for stage, text in r["stages"].items():
                 assert re.findall(r"q=(\d+)", text) == [str(N - 1)], (stage, text)
     verdicts = [t for t in traces if t["event"] == "judge.verdict"]
-    judged = {"chain": 0, "best_of_n": N - 1, "stage_beam": 4 * (N - 1), "sentence_beam": 4 * (N - 1)}
-    assert len(verdicts) == 3 * judged[graph]
-    assert all(v["parse"] in ("ok", "precheck") for v in verdicts)
+    assert len(verdicts) == 3 * JUDGED[graph]
+    return verdicts
+
+
+@pytest.mark.parametrize("graph,mode", list(TABLE))
+def test_calls_match_the_table_and_the_best_candidate_wins(tmp_path, fake_server, graph, mode):
+    out, rows, traces = _run(tmp_path, fake_server, graph, mode)
+    verdicts = _check_calls_and_winners(rows, traces, graph, TABLE[graph, mode])
+    # the scripted server returns logprobs (the sampled token at probability 1): verdicts read from them
+    assert all(v["parse"] in ("logprob", "precheck") for v in verdicts)
+
+
+@pytest.mark.parametrize("graph,mode", list(TABLE_BOTH))
+def test_calls_per_item_with_both_orders(tmp_path, fake_server, graph, mode):
+    out, rows, traces = _run(tmp_path, fake_server, graph, mode, "--judge-order", "both")
+    verdicts = _check_calls_and_winners(rows, traces, graph, TABLE_BOTH[graph, mode])
+    judged = [v for v in verdicts if v["parse"] != "precheck"]
+    assert all(v["parse"] == "ok" and v["agreed"] is True and len(v["orders"]) == 2 for v in judged)
+    assert all([o["pair"] for o in v["orders"]] == [v["pair"], v["pair"][::-1]] for v in judged)
+    judge_calls = Counter(t["judge_order"] for t in traces if t["event"] == "llm.call" and t["role"] == "judge")
+    assert judge_calls[1] == judge_calls[2] == 3 * JUDGED[graph] - sum(v["parse"] == "precheck" for v in verdicts)
 
 
 def test_stage_beam_continues_the_exact_prefix_in_full_mode(tmp_path, fake_server):

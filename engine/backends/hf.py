@@ -55,7 +55,7 @@ class HFBackend:
                  threads: int | None = None):
         self.path = path
         self.model = model or f"hf:{path}"
-        self.capabilities = Capabilities(n_per_request=True, continue_assistant=True, logprobs=False,
+        self.capabilities = Capabilities(n_per_request=True, continue_assistant=True, logprobs=True,
                                          images=has_vision(path))
         self.max_batch = max(1, max_batch)
         self.window_s = max(0.0, window_ms) / 1000

@@ -31,11 +31,15 @@ class Row:
 class RowSampler:
     """A logits processor: each sampled row draws its token with its own generator (seeded seed +
     sample index) and hands generate a one-hot row, so greedy search returns it; temperature-0 rows
-    pass through (greedy). Rows therefore never share random state, whatever the batch."""
+    pass through (greedy). Rows therefore never share random state, whatever the batch. A row whose
+    request asks for logprobs gets, per step, the top alternatives of the model's own distribution
+    (before temperature and top-p), as OpenAI-compatible servers return them."""
 
     def __init__(self, torch, rows: list[Row]):
         self.torch = torch
         self.rows = [(r.request.temperature, r.request.top_p) for r in rows]
+        self.top_k = [r.request.logprobs for r in rows]
+        self.top: list[list[tuple[list[int], list[float]]]] = [[] for _ in rows]  # per row, per step
         self.gens = []
         for r in rows:
             seed = r.request.seed + r.sample if r.request.seed is not None else random.SystemRandom().getrandbits(63)
@@ -44,6 +48,10 @@ class RowSampler:
     def __call__(self, input_ids, scores):
         torch = self.torch
         out = scores.clone()
+        for i, k in enumerate(self.top_k):
+            if k:
+                values, ids = torch.log_softmax(scores[i].float(), dim=-1).topk(k)
+                self.top[i].append((ids.tolist(), values.tolist()))
         for i, (temperature, top_p) in enumerate(self.rows):
             if temperature <= 0:
                 continue
@@ -88,11 +96,24 @@ class RowStop:
         spells at least one character, so its length (+ a margin) in tokens is enough."""
         return self.tokenizer.decode(row[-min(made, self.window[i]):], skip_special_tokens=True)
 
-    def completion(self, i: int, tokens: list[int], prompt_tokens: int) -> Completion:
+    def completion(self, i: int, tokens: list[int], prompt_tokens: int,
+                   top: list[tuple[list[int], list[float]]] | None = None) -> Completion:
+        """Row i's completion; `top` (RowSampler.top[i]) adds each token's alternatives' logprobs."""
         made, reason = self.ended[i] or (min(len(tokens), self.max_new[i]), "length")
         tokens = tokens[:made]
+        logprobs = None
+        if top:
+            decode = lambda t: self.tokenizer.decode([t], skip_special_tokens=False)  # noqa: E731
+            logprobs = []
+            for token, (ids, values) in zip(tokens, top):
+                alternatives: dict[str, float] = {}
+                for t, v in zip(ids, values):
+                    text = decode(t)
+                    alternatives[text] = max(alternatives.get(text, float("-inf")), v)
+                logprobs.append((decode(token), alternatives))
         text = self.tokenizer.decode([t for t in tokens if t not in self.eos], skip_special_tokens=True)
         cut = [text.find(s) for s in self.stops[i] if s in text]
         if cut:
             text, reason = text[:min(cut)], "stop"
-        return Completion(text=text, finish_reason=reason, prompt_tokens=prompt_tokens, completion_tokens=made)
+        return Completion(text=text, finish_reason=reason, prompt_tokens=prompt_tokens, completion_tokens=made,
+                          logprobs=logprobs)

@@ -141,7 +141,8 @@ class Runner:
             out = self.model.generate(**kwargs, generation_config=config,
                                       logits_processor=LogitsProcessorList([sampler]),
                                       stopping_criteria=StoppingCriteriaList([stop]))
-        return [stop.completion(i, out[i, start:].tolist(), len(row.prompt.ids)) for i, row in enumerate(rows)]
+        return [stop.completion(i, out[i, start:].tolist(), len(row.prompt.ids), sampler.top[i])
+                for i, row in enumerate(rows)]
 
     def _inputs(self, rows: list[Row]) -> dict[str, Any]:
         torch = self.torch

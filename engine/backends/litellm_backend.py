@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.errors import (BadOutput, BadRequest, CallError, CallTimeout, ConnectionFailed, RateLimited,
                            ServerError)
-from engine.backends.openai_compat import retry_after_seconds
+from engine.backends.openai_compat import retry_after_seconds, token_logprobs
 from engine.secrets import redact
 from engine.types import Capabilities, Completion, Request
 
@@ -41,6 +41,9 @@ class LiteLLMBackend:
             kwargs["api_base"] = self.api_base
             if self.model.startswith("hosted_vllm/") and not os.environ.get("HOSTED_VLLM_API_KEY"):
                 kwargs["api_key"] = "sk-none"
+        if request.logprobs and self.capabilities.logprobs:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = request.logprobs
         if request.continue_final and self.model.startswith("hosted_vllm/"):
             kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
         try:
@@ -64,7 +67,8 @@ class LiteLLMBackend:
             c = completion // n + (completion % n if i == 0 else 0)
             out.append(Completion(text=text, finish_reason=choice.finish_reason,
                                   prompt_tokens=prompt if i == 0 else 0, completion_tokens=c,
-                                  cost_usd=cost if i == 0 else 0.0))
+                                  cost_usd=cost if i == 0 else 0.0,
+                                  logprobs=token_logprobs(getattr(choice, "logprobs", None))))
         return out
 
     async def aclose(self) -> None:

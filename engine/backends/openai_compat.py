@@ -30,6 +30,30 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
 
 
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def token_logprobs(logprobs: Any) -> list[tuple[str, dict[str, float]]] | None:
+    """A choice's OpenAI-format `logprobs` ({"content": [{token, logprob, top_logprobs: [{token,
+    logprob}]}]}, as dicts or as LiteLLM's objects) as (token, {alternative: logprob}) per token."""
+    content = _get(logprobs, "content") if logprobs is not None else None
+    if not content:
+        return None
+    out = []
+    for entry in content:
+        top: dict[str, float] = {}
+        for alt in _get(entry, "top_logprobs") or ():
+            token, lp = _get(alt, "token"), _get(alt, "logprob")
+            if isinstance(token, str) and isinstance(lp, (int, float)):
+                top[token] = max(top.get(token, float("-inf")), float(lp))
+        token, lp = _get(entry, "token"), _get(entry, "logprob")
+        if isinstance(token, str) and isinstance(lp, (int, float)) and token not in top:
+            top[token] = float(lp)
+        out.append((token if isinstance(token, str) else "", top))
+    return out
+
+
 def split_usage(choices: list[dict[str, Any]], usage: dict[str, Any], model: str) -> list[Completion]:
     """Spread a reply's usage over its choices so that summing completions sums the bill."""
     prompt = int(usage.get("prompt_tokens") or 0)
@@ -46,7 +70,8 @@ def split_usage(choices: list[dict[str, Any]], usage: dict[str, Any], model: str
         p = prompt if i == 0 else 0
         c = completion // n + (completion % n if i == 0 else 0)
         out.append(Completion(text=text, finish_reason=choice.get("finish_reason"), prompt_tokens=p,
-                              completion_tokens=c, cost_usd=pricing.cost(model, p, c)))
+                              completion_tokens=c, cost_usd=pricing.cost(model, p, c),
+                              logprobs=token_logprobs(choice.get("logprobs"))))
     return out
 
 
@@ -76,6 +101,9 @@ class OpenAICompatBackend:
     async def complete(self, request: Request) -> list[Completion]:
         body: dict[str, Any] = {"model": self.served_name, "messages": request.messages,
                                 **request.sampling()}
+        if request.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = request.logprobs
         if request.continue_final:
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False

@@ -56,6 +56,22 @@ def _json_or_str(value: str) -> Any:
         return value
 
 
+def _token_logprobs(output: Any) -> list[tuple[str, dict[str, float]]] | None:
+    """vLLM's per-token {token id: Logprob(logprob, rank, decoded_token)} as (token, {alternative:
+    logprob}); the sampled token is among them even when outside the top k."""
+    if not output.logprobs:
+        return None
+    out = []
+    for token_id, step in zip(output.token_ids, output.logprobs):
+        top: dict[str, float] = {}
+        for alt in step.values():
+            text = alt.decoded_token or ""
+            top[text] = max(top.get(text, float("-inf")), float(alt.logprob))
+        chosen = step.get(token_id)
+        out.append(((chosen.decoded_token or "") if chosen is not None else "", top))
+    return out
+
+
 class _Engine:
     """An AsyncLLM and the chat template of its model."""
 
@@ -67,7 +83,7 @@ class VLLMBackend:
     def __init__(self, path: str, *, model: str | None = None, options: dict[str, Any] | None = None):
         self.path = path
         self.model = model or f"vllm:{path}"
-        self.capabilities = Capabilities(n_per_request=True, continue_assistant=True, logprobs=False,
+        self.capabilities = Capabilities(n_per_request=True, continue_assistant=True, logprobs=True,
                                          images=has_vision(path))
         self.options = dict(options or {})
         self._engine: _Engine | None = None
@@ -118,7 +134,8 @@ class VLLMBackend:
             raise BadRequest(f"cannot render the request: {type(exc).__name__}: {exc}") from None
         params = SamplingParams(n=request.n, temperature=request.temperature, top_p=request.top_p,
                                 max_tokens=request.max_tokens, stop=list(request.stop) or None,
-                                seed=request.seed, output_kind=RequestOutputKind.FINAL_ONLY)
+                                seed=request.seed, output_kind=RequestOutputKind.FINAL_ONLY,
+                                logprobs=request.logprobs or None)
         final = None
         try:
             async for out in engine.llm.generate(prompt, params, f"stagewise-{next(_ids)}",
@@ -136,7 +153,8 @@ class VLLMBackend:
             p = prompt_tokens if i == 0 else 0
             c = len(o.token_ids)
             out.append(Completion(text=o.text, finish_reason=o.finish_reason, prompt_tokens=p,
-                                  completion_tokens=c, cost_usd=pricing.cost(self.model, p, c)))
+                                  completion_tokens=c, cost_usd=pricing.cost(self.model, p, c),
+                                  logprobs=_token_logprobs(o) if request.logprobs else None))
         return out
 
     async def aclose(self) -> None:

@@ -47,17 +47,26 @@ def continuation(prefix: str, answer: str, q: int) -> str:
 
 
 def judge_reply(text: str, directives: dict) -> str:
-    """Prefer the response with the higher q; the check always passes."""
+    """Prefer the response with the higher q (with [[judge-lower]] the lower one); the check always
+    passes. [[judge-always-2]]: "I choose response 2" whatever it prefers (`preferred` still tells)."""
     if "judge-garbage" in directives:
         return "Both responses have merits."
     if "Reasoning Process:" in text:
         return "correct"
+    if "judge-always-2" in directives:
+        return "Since response 2 is better, I choose response 2."
+    better = preferred(text, directives)
+    return f"Since response {better} is better, I choose response {better}."
+
+
+def preferred(text: str, directives: dict) -> int:
+    """The response (1 or 2) this judge prefers: the higher q, or the lower with [[judge-lower]]."""
     r1 = re.search(r"Repsonse 1:(.*?)Repsonse 2:", text, re.S)
     r2 = re.search(r"Repsonse 2:(.*)", text, re.S)
     q1 = re.search(r"q=(\d+)", r1.group(1)) if r1 else None
     q2 = re.search(r"q=(\d+)", r2.group(1)) if r2 else None
     better = 2 if q2 and (not q1 or int(q2.group(1)) > int(q1.group(1))) else 1
-    return f"Since response {better} is better, I choose response {better}."
+    return 3 - better if "judge-lower" in directives else better
 
 
 def stage_of(stop: list[str]) -> str:
@@ -69,6 +78,9 @@ def reply(last_user: str, prefix: str | None, stop: list[str], q: int, directive
     """The scripted reply of quality q: a verdict for judge prompts, else stages (all four, one asked
     for by a staged prompt, or the rest of `prefix`), cut at the first stop string as providers do."""
     answer = directives.get("answer", (None, None))[1] or "A"
+    if "answers-by-q" in directives:  # [[answers-by-q:A,B,C,D]]: the candidate of quality q answers the q-th
+        by_q = directives["answers-by-q"][1].split(",")
+        answer = by_q[q % len(by_q)]
     restated = re.search(r"continue it exactly where it stops; do not repeat it\):\n(.*)$", last_user, re.S)
     if restated:
         prefix = restated.group(1)

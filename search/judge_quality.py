@@ -1,0 +1,136 @@
+"""How well the judge judged, per stage, read back from a run's traces and its items' reference answers.
+
+A search is only as good as its verdicts, and accuracy alone cannot say why a search did not pay. Per
+judge kind (stage), over the verdicts a judge made (not forfeits, not pre-check decisions):
+
+- `second_rate`: how often the judge named the response shown second, over every order it was asked
+  in. A judge without a position preference sits near 0.5; 1.0 is a fixed pick.
+- `agreement`: with `--judge-order both`, how often the two orders named the same winner.
+- `fallback_rate`: verdicts that could not be read and were drawn at random (parse "fallback").
+- `accuracy` over `decidable` pairs: comparisons of a candidate whose final answer is right with one
+  whose answer is wrong (whole answers, and CONCLUSION candidates), scored against the reference with
+  judges/scorers.py's `score`; the share the judge gave to the right one.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from judges.scorers import score
+from stages.tags import parse_stages
+
+DECIDABLE = ("answer", "conclusion")  # judges whose candidates hold a final answer
+
+
+def _events(path: Path) -> Iterable[dict[str, Any]]:
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
+def references(items_path: Path | None) -> dict[str, tuple[str, list[str] | None]]:
+    """{item id: (reference answer, choices)} for the items of ITEMS.jsonl that have an answer."""
+    out: dict[str, tuple[str, list[str] | None]] = {}
+    for row in _events(Path(items_path)) if items_path else ():
+        if isinstance(row, dict) and row.get("answer") is not None and row.get("id") is not None:
+            choices = row.get("choices") if isinstance(row.get("choices"), list) else None
+            out[str(row["id"])] = (str(row["answer"]), choices)
+    return out
+
+
+def _conclusion(text: str) -> str | None:
+    return parse_stages(text).stages.get("conclusion")
+
+
+def judge_quality(traces: Iterable[dict[str, Any]],
+                  refs: dict[str, tuple[str, list[str] | None]]) -> dict[str, dict[str, Any]]:
+    """Per stage: verdicts, second_rate, agreement, fallback_rate, decidable, accuracy (None where
+    nothing was measured). Only each item's last finished attempt counts (a rerun repeats verdicts)."""
+    by_trace: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    last: dict[str, str] = {}
+    for e in traces:
+        if e.get("trace_id"):
+            by_trace[e["trace_id"]].append(e)
+            if e.get("event") == "item.end":
+                last[e["item_id"]] = e["trace_id"]
+    tally: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for item_id, trace_id in last.items():
+        events = by_trace[trace_id]
+        texts: dict[str, dict[int, str]] = defaultdict(dict)  # stage span → candidate index → text
+        stage_of_select: dict[str, str] = {}
+        for e in events:
+            if e["event"] == "candidate":
+                texts[e["span_id"]][e["index"]] = e["text"]
+            elif e["event"] == "span.end" and e.get("kind") == "select":
+                stage_of_select[e["span_id"]] = e["parent_id"]
+        ref = refs.get(item_id)
+        for v in events:
+            if v["event"] != "judge.verdict" or v.get("parse") in ("forfeit", "precheck"):
+                continue
+            t = tally[v["stage"]]
+            t["verdicts"] += 1
+            t["fallback"] += v.get("parse") == "fallback"
+            orders = v.get("orders") or [{"pair": v["pair"], "winner": v["winner"]}]
+            for o in orders:
+                if o.get("winner") is not None:
+                    t["read"] += 1
+                    t["second"] += o["winner"] == o["pair"][1]
+            if v.get("agreed") is not None:
+                t["both_read"] += 1
+                t["agreed"] += bool(v["agreed"])
+            if ref is None or v["stage"] not in DECIDABLE:
+                continue
+            candidates = texts.get(stage_of_select.get(v.get("parent_id", ""), ""), {})
+            a, b = v["pair"]
+            if a not in candidates or b not in candidates:
+                continue
+            right = [score(_conclusion(candidates[i]), ref[0], ref[1]) for i in (a, b)]
+            if right[0] != right[1]:
+                t["decidable"] += 1
+                t["correct"] += v["winner"] == (a if right[0] else b)
+    return {stage: _figures(t) for stage, t in tally.items()}
+
+
+def _figures(t: dict[str, int]) -> dict[str, Any]:
+    rate = lambda num, den: round(t[num] / t[den], 4) if t[den] else None  # noqa: E731
+    return {"verdicts": t["verdicts"], "second_rate": rate("second", "read"), "agreement": rate("agreed", "both_read"),
+            "fallback_rate": rate("fallback", "verdicts"), "decidable": t["decidable"],
+            "accuracy": rate("correct", "decidable")}
+
+
+def overall(per_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The same figures over every stage, weighted by verdicts (and decidable pairs for accuracy)."""
+    verdicts = sum(s["verdicts"] for s in per_stage.values())
+    decidable = sum(s["decidable"] for s in per_stage.values())
+
+    def mean(key: str, weight: str) -> float | None:
+        parts = [(s[key], s[weight]) for s in per_stage.values() if s[key] is not None and s[weight]]
+        total = sum(w for _, w in parts)
+        return round(sum(v * w for v, w in parts) / total, 4) if total else None
+
+    return {"verdicts": verdicts, "second_rate": mean("second_rate", "verdicts"),
+            "agreement": mean("agreement", "verdicts"), "fallback_rate": mean("fallback_rate", "verdicts"),
+            "decidable": decidable, "accuracy": mean("accuracy", "decidable")}
+
+
+def run_judge_quality(run_dir: Path, items_path: Path | None) -> dict[str, dict[str, Any]]:
+    """`judge_quality` of DIR/traces.jsonl against ITEMS.jsonl's answers."""
+    return judge_quality(_events(Path(run_dir) / "traces.jsonl"), references(items_path))
+
+
+def add_to_summary(run_dir: Path, summary: dict[str, Any], items_path: Path | None) -> dict[str, Any]:
+    """DIR/summary.json with `judge` (per stage) added, for a run whose items have reference answers."""
+    refs = references(items_path)
+    if not refs:
+        return summary
+    per_stage = judge_quality(_events(Path(run_dir) / "traces.jsonl"), refs)
+    summary = {**summary, "judge": {"stages": per_stage, "all": overall(per_stage)}}
+    (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
