@@ -1,0 +1,126 @@
+"""Verdicts that resist a judge's position bias, the judge's quality in every report, and the vote baseline.
+
+All against the scripted server (tests/fake_server.py): candidates of one request have qualities
+q = 0..N-1, its judge prefers the higher q; [[judge-always-2]] makes it write "response 2" every time
+while its logprobs still carry the preference; [[answers-by-q:...]] makes candidates conclude different
+answers, so a judge's accuracy against the reference is known.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import read_jsonl, stagewise, write_items
+
+N = 4
+
+
+def _items(tmp_path, directives: str, answer: str = "A", count: int = 3, name: str = "items.jsonl"):
+    return write_items(tmp_path / name, [
+        {"id": f"j{i}", "question": f"Which bar is the tallest? ({i}) {directives}", "answer": answer}
+        for i in range(count)])
+
+
+def _generate(tmp_path, server, items, graph, *extra, name="run"):
+    out = tmp_path / name
+    stagewise("generate", items, "--out", out, "--graph", graph, "--n", N, "--model", "hosted_vllm/fake",
+              "--api-base", server.api_base, "--no-progress", *extra, check=True)
+    return out, read_jsonl(out / "results.jsonl"), read_jsonl(out / "traces.jsonl")
+
+
+def _best_everywhere(rows) -> bool:
+    return all(re.findall(r"q=(\d+)", text) == [str(N - 1)] for r in rows for text in r["stages"].values())
+
+
+def test_both_orders_with_logprobs_recover_from_an_always_2_judge(tmp_path, fake_server):
+    items = _items(tmp_path, "[[judge-always-2]]")
+    _, rows, traces = _generate(tmp_path, fake_server, items, "stage_beam", "--judge-order", "both", name="both")
+    assert all(r["status"] == "ok" for r in rows) and _best_everywhere(rows)
+    judged = [v for v in traces if v["event"] == "judge.verdict" and v["parse"] != "precheck"]
+    assert judged and all(out.endswith("I choose response 2.") for v in judged for out in v["outputs"])
+    assert all(len(v["orders"]) == 2 and {o["by"] for o in v["orders"]} == {"logprob"} for v in judged)
+    assert all(v["winner"] == max(v["pair"], key=lambda c: _q_of(traces, v, c)) for v in judged)
+
+    _, rows, _ = _generate(tmp_path, fake_server, items, "stage_beam", "--faithful", name="faithful")
+    assert not _best_everywhere(rows), "the reference's rule takes response 2 every time"
+    _, rows, _ = _generate(tmp_path, fake_server, items, "stage_beam", "--judge-logprobs", "off", name="text")
+    assert not _best_everywhere(rows)
+
+
+def _q_of(traces, verdict, index) -> int:
+    """The quality of candidate `index` of the stage this verdict judged (its select's parent span)."""
+    select = next(e for e in traces if e["event"] == "span.end" and e["span_id"] == verdict["parent_id"])
+    text = next(e["text"] for e in traces if e["event"] == "candidate" and e["span_id"] == select["parent_id"]
+                and e["index"] == index)
+    return int(re.findall(r"q=(\d+)", text)[-1])
+
+
+def test_logprob_verdicts_replay_from_the_cache(tmp_path, fake_server):
+    items = _items(tmp_path, "[[judge-always-2]]")
+    cache = tmp_path / "cache.sqlite"
+    runs = [_generate(tmp_path, fake_server, items, "best_of_n", "--cache", cache, name=name)[2]
+            for name in ("a", "b")]
+    verdicts = [[(v["item_id"], v["pair"], v["winner"], v["parse"]) for v in t if v["event"] == "judge.verdict"]
+                for t in runs]
+    # the text always says "2": only replayed logprobs give the same (logprob) verdicts again
+    assert verdicts[0] == verdicts[1] and {v[3] for v in verdicts[0]} == {"logprob"}
+    assert {t["cache"] for t in runs[1] if t["event"] == "llm.call"} == {"hit"}
+
+
+def _compare(tmp_path, server, items, *extra, name):
+    out = tmp_path / name
+    stagewise("compare", items, "--out", out, "--graphs", "best_of_n,stage_beam", "--n", N,
+              "--model", "hosted_vllm/fake", "--api-base", server.api_base, "--no-progress", *extra, check=True)
+    report = json.loads((out / "report.json").read_text())
+    return {g["graph"]: g for g in report["graphs"]}, out
+
+
+def test_report_and_summary_give_the_judges_known_accuracy(tmp_path, fake_server):
+    # candidates of quality q conclude "ABCD"[q]; the reference is D, the best: a pair is decidable when
+    # it holds the q=3 candidate, and a judge preferring the higher q is always right on it
+    right = _items(tmp_path, "[[answers-by-q:A,B,C,D]]", answer="D", name="right.jsonl")
+    graphs, out = _compare(tmp_path, fake_server, right, name="right")
+    for name in ("best_of_n", "stage_beam"):
+        assert graphs[name]["judge_accuracy"] == 1.0 and graphs[name]["judge_decidable"] > 0
+    assert graphs["best_of_n"]["judge"]["answer"]["decidable"] == 3 * 2  # round 1 and the final, per item
+    assert graphs["stage_beam"]["judge"]["conclusion"]["accuracy"] == 1.0
+    summary = json.loads((out / "best_of_n" / "summary.json").read_text())
+    assert summary["judge"]["stages"]["answer"] == graphs["best_of_n"]["judge"]["answer"]
+    assert "picks 2nd" in (out / "report.md").read_text()
+
+    wrong = _items(tmp_path, "[[answers-by-q:A,B,C,D]] [[judge-lower]]", answer="D", name="wrong.jsonl")
+    graphs, _ = _compare(tmp_path, fake_server, wrong, name="wrong")
+    assert graphs["best_of_n"]["judge_accuracy"] == 0.0 and graphs["best_of_n"]["accuracy"] == 0.0
+
+    # always "2", read as text: every verdict names the second position; in both orders they never agree
+    biased = _items(tmp_path, "[[judge-always-2]]", name="biased.jsonl")
+    graphs, _ = _compare(tmp_path, fake_server, biased, "--judge-logprobs", "off", name="biased")
+    answer = graphs["best_of_n"]["judge"]["answer"]
+    assert answer["second_rate"] == 1.0 and answer["agreement"] is None and answer["fallback_rate"] == 0.0
+    graphs, _ = _compare(tmp_path, fake_server, biased, "--judge-logprobs", "off", "--judge-order", "both",
+                         name="biased-both")
+    answer = graphs["best_of_n"]["judge"]["answer"]
+    assert answer["second_rate"] == 1.0 and answer["agreement"] == 0.0 and answer["verdicts"] == 3 * (N - 1)
+
+
+def test_vote_majority_wins_without_a_judge(tmp_path, fake_server):
+    # seed 0: the whole-answer candidate i has quality i; answers A, A, B, C: A has the majority
+    items = _items(tmp_path, "[[answers-by-q:A,A,B,C]]", answer="A")
+    _, rows, traces = _generate(tmp_path, fake_server, items, "vote")
+    assert all(r["correct"] and r["usage"]["calls"] == N for r in rows)
+    assert not [t for t in traces if t["event"] == "judge.verdict"]
+
+
+def test_vote_tie_goes_to_the_judge(tmp_path, fake_server):
+    # A, A, B, B: a tie between A (first: q=0) and B (first: q=2); the judge prefers the higher q → B
+    items = _items(tmp_path, "[[answers-by-q:A,A,B,B]]", answer="B")
+    _, rows, traces = _generate(tmp_path, fake_server, items, "vote")
+    assert all(r["correct"] and r["answer"].endswith("B.") for r in rows)
+    verdicts = [t for t in traces if t["event"] == "judge.verdict"]
+    judged = [v for v in verdicts if v["parse"] != "forfeit"]
+    assert len(judged) == 3 and all(sorted(v["pair"]) == [0, 2] and v["winner"] == 2 for v in judged)
+    assert all(r["usage"]["calls"] == N + 1 for r in rows)  # one judge call: the others forfeit
+
+    items = _items(tmp_path, "[[answers-by-q:A,A,B,B]] [[judge-lower]]", answer="B", name="lower.jsonl")
+    _, rows, _ = _generate(tmp_path, fake_server, items, "vote", name="lower")
+    assert all(r["answer"].endswith("A.") and not r["correct"] for r in rows)
