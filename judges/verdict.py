@@ -5,7 +5,9 @@ for `--faithful` runs: "I choose response 1" anywhere means response 1, everythi
 "Response 1", "response [1]", a refusal, truncation) means response 2; a pre-check output that
 contains "incorrect" anywhere (even "not incorrect"), case-sensitively, is a fail. The robust ones
 read what the judge meant and return None when they cannot tell, so the caller can retry and then
-break the tie at random instead of silently favouring the second candidate.
+break the tie at random instead of silently favouring the second candidate. `decide_first` and
+`decide_both` (the pair asked in both orders) also read logprobs where the judge returned them
+(judges/logprobs.py), which survive a judge that always writes the same number.
 """
 from __future__ import annotations
 

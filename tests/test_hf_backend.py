@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import threading
 
 import image_probe
@@ -139,6 +140,24 @@ async def test_stop_string_ends_the_row_and_is_not_returned(tiny_models):
     assert cut.finish_reason == "stop"
     assert cut.text == free.text[:free.text.index(stop)]
     assert cut.completion_tokens < 16
+
+
+async def test_logprobs_are_the_models_own_top_alternatives(tiny_models, chart):
+    """A judge's request asks for logprobs: each generated token comes with its top alternatives (the
+    greedy token is the most likely one), batched with a request that asks none and is unchanged."""
+    backend = make_backend(f"hf:{tiny_models['llava']}")
+    assert backend.capabilities.logprobs
+    asked = Request([user("Which bar?", data_url(chart))], temperature=0, max_tokens=8, logprobs=5)
+    plain = Request([user("Which bar?", data_url(chart))], temperature=0, max_tokens=8)
+    try:
+        [with_lp], [without] = await asyncio.gather(backend.complete(asked), backend.complete(plain))
+    finally:
+        await backend.aclose()
+    assert without.logprobs is None and with_lp.text == without.text
+    assert len(with_lp.logprobs) == with_lp.completion_tokens == 8
+    for token, top in with_lp.logprobs:
+        assert 1 <= len(top) <= 5 and max(top, key=top.get) == token
+        assert sum(math.exp(v) for v in top.values()) <= 1 + 1e-5
 
 
 async def test_generating_and_decoding_images_never_run_on_the_event_loop(tiny_models, chart):

@@ -124,3 +124,11 @@ def test_vote_tie_goes_to_the_judge(tmp_path, fake_server):
     items = _items(tmp_path, "[[answers-by-q:A,A,B,B]] [[judge-lower]]", answer="B", name="lower.jsonl")
     _, rows, _ = _generate(tmp_path, fake_server, items, "vote", name="lower")
     assert all(r["answer"].endswith("A.") and not r["correct"] for r in rows)
+
+
+def test_litellm_route_reads_logprobs_too(tmp_path, fake_server):
+    items = _items(tmp_path, "[[judge-always-2]]")
+    _, rows, traces = _generate(tmp_path, fake_server, items, "best_of_n", "--client", "litellm")
+    assert _best_everywhere(rows)
+    verdicts = [v for v in traces if v["event"] == "judge.verdict"]
+    assert verdicts and {v["parse"] for v in verdicts} == {"logprob"}
