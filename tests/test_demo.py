@@ -21,7 +21,7 @@ def test_register_adds_demo_with_defaults():
     args = _parser().parse_args(["demo"])
     assert args.func is demo.cmd_demo
     assert (args.items, args.n, args.seed, args.graphs) == (demo.DEFAULT_ITEMS, demo.DEFAULT_N, demo.DEFAULT_SEED,
-                                                            "chain,best_of_n,stage_beam")
+                                                            "chain,best_of_n,stage_beam,vote")
 
 
 def test_importing_demo_loads_nothing_heavy():
@@ -50,7 +50,7 @@ def test_demo_end_to_end_on_two_items(tmp_path, capsys):
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     items = {i["id"]: i for i in map(json.loads, (out / "ITEMS.jsonl").read_text().splitlines())}
-    for graph in ("chain", "best_of_n", "stage_beam"):
+    for graph in ("chain", "best_of_n", "stage_beam", "vote"):
         rows = [json.loads(line) for line in (out / graph / "results.jsonl").read_text().splitlines()]
         assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), rows
         for r in rows:  # the shipped model concludes; `correct` scores that answer against chartbench's
@@ -61,11 +61,11 @@ def test_demo_end_to_end_on_two_items(tmp_path, capsys):
         events = [json.loads(line) for line in (out / graph / "traces.jsonl").read_text().splitlines()]
         calls = [e for e in events if e.get("event") == "llm.call"]
         assert calls and all(e["model"].startswith("hf:") for e in calls)
-        if graph != "chain":  # the same model judged its own candidates
+        if graph in ("best_of_n", "stage_beam"):  # the same model judged its own candidates
             assert any(e.get("role") == "judge" for e in calls)
             assert any(e.get("event") == "judge.verdict" for e in events)
     assert (out / "report.md").is_file() and (out / "ITEMS.jsonl").is_file()
-    assert "question type" in printed and "report:" in printed
+    assert "question type" in printed and "report:" in printed and "judge picks 2nd" in printed
 
 
 def test_the_shipped_model_beats_chance_on_a_fixed_benchmark(tmp_path):

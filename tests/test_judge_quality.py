@@ -60,7 +60,7 @@ def test_logprob_verdicts_replay_from_the_cache(tmp_path, fake_server):
     cache = tmp_path / "cache.sqlite"
     runs = [_generate(tmp_path, fake_server, items, "best_of_n", "--cache", cache, name=name)[2]
             for name in ("a", "b")]
-    verdicts = [[(v["item_id"], v["pair"], v["winner"], v["parse"]) for v in t if v["event"] == "judge.verdict"]
+    verdicts = [sorted((v["item_id"], v["pair"], v["winner"], v["parse"]) for v in t if v["event"] == "judge.verdict")
                 for t in runs]
     # the text always says "2": only replayed logprobs give the same (logprob) verdicts again
     assert verdicts[0] == verdicts[1] and {v[3] for v in verdicts[0]} == {"logprob"}
@@ -132,3 +132,56 @@ def test_litellm_route_reads_logprobs_too(tmp_path, fake_server):
     assert _best_everywhere(rows)
     verdicts = [v for v in traces if v["event"] == "judge.verdict"]
     assert verdicts and {v["parse"] for v in verdicts} == {"logprob"}
+
+
+def _answers(*replies):
+    """An `ask` that returns these (text, logprobs) replies in turn."""
+    it = iter(replies)
+
+    async def ask():
+        return next(it)
+    return ask
+
+
+def _lp(p1: float):
+    """Logprobs of "I choose response 2." whose verdict token puts p1 on "1"."""
+    import math
+    said = [("I", {"I": 0.0}), (" choose", {" choose": 0.0}), (" response", {" response": 0.0})]
+    return said + [(" 2", {" 1": math.log(p1), " 2": math.log(1 - p1)}), (".", {".": 0.0})]
+
+
+async def test_both_orders_agreement_margin_and_seeded_tie():
+    import random
+
+    from judges.verdict import decide_both
+
+    say = lambda n, lp=None: (f"Since it is, I choose response {n}.", lp)  # noqa: E731
+    d = await decide_both(_answers(say(1)), _answers(say(2)), random.Random(0))
+    assert (d.winner, d.parse, d.agreed) == (0, "ok", True)  # A first said 1, A second said 2: agreed on A
+    # both said "2" (A, then B): the orders disagree; read as text, a tie
+    d = await decide_both(_answers(say(2, _lp(0.3))), _answers(say(2, _lp(0.2))), random.Random(0),
+                          use_logprobs=False)
+    assert d.parse == "tie" and d.agreed is False
+    # with logprobs: P(A) 0.3 shown first, 1 - 0.2 = 0.8 shown second: still disagreeing, mean 0.55 → A
+    d = await decide_both(_answers(say(2, _lp(0.3))), _answers(say(2, _lp(0.2))), random.Random(0))
+    assert (d.winner, d.parse, d.agreed) == (0, "logprob", False)
+    # logprob readings that agree decide, whatever the text: 0.45 → B; B shown first at 0.6 → B
+    d = await decide_both(_answers(say(1, _lp(0.45))), _answers(say(2, _lp(0.6))), random.Random(0))
+    assert (d.winner, d.parse, d.agreed) == (1, "ok", True)
+    winners = {(await decide_both(_answers(say(2)), _answers(say(2)), random.Random(s))).winner for s in range(20)}
+    assert winners == {0, 1}  # text disagreement, no logprobs: the seeded draw, either way
+    again = [(await decide_both(_answers(say(2)), _answers(say(2)), random.Random(7))).winner for _ in range(3)]
+    assert len(set(again)) == 1
+
+
+def test_verdict_and_check_probabilities_from_split_tokens():
+    import math
+
+    from judges.logprobs import check_failure_probability, verdict_probability
+
+    split = [("I", {}), (" cho", {}), ("ose", {}), (" resp", {}), ("onse", {}), (" ", {}),
+             ("1", {"1": math.log(0.6), "2": math.log(0.2), "x": math.log(0.2)})]
+    assert abs(verdict_probability(split) - 0.75) < 1e-9
+    assert verdict_probability([("Both", {"Both": 0.0})]) is None
+    assert abs(check_failure_probability([(" in", {" in": math.log(0.7), "correct": math.log(0.3)})]) - 0.0) < 1e-9
+    assert abs(check_failure_probability([("inc", {"inc": math.log(0.7), "correct": math.log(0.3)})]) - 0.7) < 1e-9
