@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,15 +50,40 @@ def run_job(tmp: Path, name: str, items: int, api_base: str, per_item_concurrenc
             "busy_s": busy, "busy_items_s": summary["items"] / busy}
 
 
+def limiter_bookings(ray, n: int = 2000) -> tuple[float, float]:
+    """(ms per booking one at a time, bookings/s with all in flight): what --rpm/--tpm on a cluster
+    cost per request, and the most capped requests a second one limiter actor can book."""
+    sys.path.insert(0, str(ROOT))
+    from stagewise.cluster.limiter import AccountLimiter
+
+    limiter = ray.remote(num_cpus=0)(AccountLimiter).remote(10**9, 10**12)
+    account = ("hosted_vllm", "http://127.0.0.1:8000/v1")
+    ray.get(limiter.reserve.remote(account, 100.0))
+    t = time.perf_counter()
+    for _ in range(n):
+        ray.get(limiter.reserve.remote(account, 100.0))
+    one = (time.perf_counter() - t) / n * 1000
+    t = time.perf_counter()
+    ray.get([limiter.reserve.remote(account, 100.0) for _ in range(n)])
+    return one, n / (time.perf_counter() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--latency-ms", type=float, default=500)
     ap.add_argument("--per-actor", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--limiter-only", action="store_true", help="only time bookings at the limiter actor")
     a = ap.parse_args()
     import ray
 
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    one, many = limiter_bookings(ray)
+    print(f"limiter actor (--rpm/--tpm on a cluster): {one:.2f} ms per booking one at a time, "
+          f"{many:,.0f} bookings/s in flight together\n")
+    if a.limiter_only:
+        ray.shutdown()
+        return
     address = ray.get_runtime_context().gcs_address
     server, api_base = start_server(a.latency_ms)
     per_actor_items_s = a.per_actor / (4 * a.latency_ms / 1000)

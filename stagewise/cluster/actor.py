@@ -96,6 +96,9 @@ class EngineActor:
             data = f.read()
         cut = data.rfind(b"\n") + 1  # whole lines only; a partial one waits for the next batch
         self._spool_read += cut
+        if cut == len(data):  # all read: start the spool afresh (the tracer appends; nothing writes meanwhile)
+            os.truncate(self._spool, 0)
+            self._spool_read = 0
         for line in data[:cut].splitlines(keepends=True):
             self._held.setdefault(orjson.loads(line).get("item_id"), []).append(line)
         out = self._held.pop(None, [])

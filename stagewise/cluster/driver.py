@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -134,6 +136,18 @@ async def _never(*_: Any) -> Any:
     raise AssertionError("a bad line is never solved")
 
 
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that answers nothing is a clear error now, not minutes of Ray reconnecting."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # `auto`, or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UsageError(f"--ray {address}: nothing answers there ({exc.strerror or exc}); start the head "
+                         "with `ray start --head` or pass its address") from None
+
+
 @contextlib.contextmanager
 def on_cluster(address: str, actors: int) -> Iterator[None]:
     """Join the cluster at `address` (`auto`: the one `ray start` runs on this machine, or ray://...)
@@ -146,11 +160,16 @@ def on_cluster(address: str, actors: int) -> Iterator[None]:
     started = not ray.is_initialized()
     if started:
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:  # logical CPUs, not cores: the actors mostly wait on the network
-            ray.init(num_cpus=max(4, os.cpu_count() or 1, actors + 2), include_dashboard=False,
-                     log_to_driver=False)
+        _check_reachable(address)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            else:  # logical CPUs, not cores: the actors mostly wait on the network
+                ray.init(num_cpus=max(4, os.cpu_count() or 1, actors + 2), include_dashboard=False,
+                         log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UsageError(f"--ray {address or '(local)'}: cannot start or join the Ray cluster: {exc}") from None
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
