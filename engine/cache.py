@@ -1,8 +1,9 @@
 """Request-level response cache in SQLite.
 
-Key = sha256 of the canonical request (model, messages, sampling parameters other than `n`) plus the
-sample index, so best-of-N keeps N distinct replayable samples and asking for more samples later
-reuses the ones already paid for. Nothing secret is ever part of the request we hash: keys and bases
+Key = sha256 of the canonical request (model, messages, sampling parameters other than `n`, the
+logprobs asked) plus the sample index, so best-of-N keeps N distinct replayable samples and asking for
+more samples later reuses the ones already paid for. A sample's token logprobs are stored with it, so
+a replayed verdict reads the same. Nothing secret is ever part of the request we hash: keys and bases
 live in the backend, not in the request.
 
 Writes go through one background thread that wakes every few milliseconds and commits whatever has

@@ -118,11 +118,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-order", choices=("first", "both"), default="first",
                    help="first: each comparison asked once, the pair in its given order; both: asked in both orders "
                         "at once (twice the judge calls), agreement decides, a disagreement is a tie broken by the "
-                        "logprob margin, else at random (seeded). --faithful asks the first order only")
+                        "logprob margin, else at random (seeded). Not with --faithful (the reference's order only)")
     p.add_argument("--judge-logprobs", choices=("on", "off"), default="on",
-                   help="on: where the judge's backend returns logprobs (OpenAI-compatible servers, vLLM, hf:), a "
-                        "verdict is P(\"1\") against P(\"2\") after \"I choose response \" and a pre-check P(\"correct\") "
-                        "against P(\"incorrect\"); the text rule otherwise. off: the text rule. --faithful: off")
+                   help="on: where the judge's backend returns logprobs (OpenAI-compatible servers, vLLM, hf:), "
+                        "a verdict is P(\"1\") against P(\"2\") after \"I choose response \" and a pre-check "
+                        "P(\"correct\") against P(\"incorrect\"); the text rule otherwise. off: the text rule. "
+                        "--faithful: off")
     p.add_argument("--max-sentences", type=int, default=64, help="sentence_beam: most sentence steps per item")
     p.add_argument("--concurrency", type=int, default=64, help="max model calls in flight")
     p.add_argument("--items-in-flight", type=int, default=None, help="items solved at once (default: --concurrency)")
@@ -212,6 +213,9 @@ def _resolve_selection(args: argparse.Namespace) -> None:
 
 def _check_common(args: argparse.Namespace) -> None:
     _resolve_selection(args)
+    if args.faithful and args.judge_order == "both":
+        raise UsageError("--faithful asks each pair in the reference's order only: drop --judge-order both, "
+                         "or drop --faithful")
     if not args.model:
         raise UsageError("no model: pass --model (e.g. hosted_vllm/NAME --api-base URL) or set STAGEWISE_MODEL")
     if not args.items.is_file() or not os.access(args.items, os.R_OK):

@@ -185,3 +185,10 @@ def test_verdict_and_check_probabilities_from_split_tokens():
     assert verdict_probability([("Both", {"Both": 0.0})]) is None
     assert abs(check_failure_probability([(" in", {" in": math.log(0.7), "correct": math.log(0.3)})]) - 0.0) < 1e-9
     assert abs(check_failure_probability([("inc", {"inc": math.log(0.7), "correct": math.log(0.3)})]) - 0.7) < 1e-9
+
+
+def test_faithful_with_both_orders_is_a_usage_error(tmp_path):
+    items = _items(tmp_path, "")
+    proc = stagewise("generate", items, "--out", tmp_path / "o", "--model", "hosted_vllm/fake", "--api-base",
+                     "http://127.0.0.1:9/v1", "--faithful", "--judge-order", "both")
+    assert proc.returncode == 2 and "--judge-order both" in proc.stderr and not (tmp_path / "o").exists()
