@@ -169,7 +169,7 @@ def on_cluster(address: str, actors: int) -> Iterator[None]:
                          log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UsageError(f"--ray {address or '(local)'}: cannot start or join the Ray cluster: {exc}") from None
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our progress line is the run's progress
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
