@@ -191,4 +191,4 @@ def test_faithful_with_both_orders_is_a_usage_error(tmp_path):
     items = _items(tmp_path, "")
     proc = stagewise("generate", items, "--out", tmp_path / "o", "--model", "hosted_vllm/fake", "--api-base",
                      "http://127.0.0.1:9/v1", "--faithful", "--judge-order", "both")
-    assert proc.returncode == 2 and "--judge-order both" in proc.stderr and not (tmp_path / "o").exists()
+    assert proc.returncode == 2 and "reference's order only" in proc.stderr and not (tmp_path / "o").exists()
