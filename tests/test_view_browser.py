@@ -50,7 +50,8 @@ def browser():
 def demo_run(tmp_path_factory):
     """One real compare run (chain, best_of_n, stage_beam; 6 items, N=2) shared by this module's tests."""
     out = tmp_path_factory.mktemp("view-demo") / "demo"
-    stagewise("demo", "--items", "6", "--n", "2", "--out", out, "--no-progress", check=True, timeout=600)
+    stagewise("demo", "--items", "6", "--n", "2", "--graphs", ",".join(GRAPHS), "--out", out, "--no-progress",
+              check=True, timeout=600)
     server = ViewServer(out)
     yield server, out
     server.stop()
