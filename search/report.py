@@ -133,7 +133,7 @@ def write_png(stats: list[dict[str, Any]], path: Path, head: dict[str, Any] | No
     img = Image.new("RGB", (w, top + panel_h + 30 + 18 * ((len(stats) + 1) // 2)), "white")
     d = ImageDraw.Draw(img)
     items = max((s["items"] for s in stats), default=0)
-    title = f"stagewise compare: {len(stats)} graphs on {items} items"
+    title = f"stagewise compare: {len(stats)} graph{'' if len(stats) == 1 else 's'} on {items} items"
     facts = [f"model {head['model']}" if head.get("model") else None, f"N = {head['n']}" if head.get("n") else None,
              head.get("date")]
     d.text((20, 14), title, fill="black", font=title_font)

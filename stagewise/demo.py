@@ -161,7 +161,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add `demo` to an argparse `_SubParsersAction` (as trainer.cli.register does)."""
     p = subparsers.add_parser(
-        "demo", help="offline end-to-end demo: chart benchmark + built-in model, chain vs best_of_n vs stage_beam",
+        "demo", help="offline end-to-end demo: chart benchmark + built-in model; chain, best_of_n, stage_beam, vote",
         description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("--out", default="stagewise-demo", help="output folder (default ./stagewise-demo)")
     p.add_argument("--items", type=int, default=DEFAULT_ITEMS, help=f"questions (default {DEFAULT_ITEMS})")
