@@ -42,9 +42,9 @@ def should_retry(row: dict[str, Any], policy: str) -> bool:
     return policy == "all" or error_cause(row) in RETRYABLE_CAUSES
 
 
-def _usage_of(row: dict[str, Any]) -> Usage:
-    usage = row.get("usage") or {}
-    return Usage(**{k: usage.get(k, 0) for k in Usage.__slots__})
+def ranked(counts: Counter[str]) -> dict[str, int]:
+    """Causes by count, most first, ties by name: the same order in summary.json and on stderr."""
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 class ResultsFile:
@@ -69,7 +69,7 @@ class ResultsFile:
             for line in self.retried_path.read_bytes().splitlines():
                 try:
                     row = orjson.loads(line)
-                    self.usage.add(_usage_of(row))
+                    self.usage.add(Usage.of(row.get("usage")))
                     self.retried_rows[row["id"]] += 1
                 except (ValueError, TypeError, KeyError):
                     continue
@@ -107,7 +107,7 @@ class ResultsFile:
         self.totals["ok" if ok else "error"] += 1
         if not ok:
             self.errors_by_cause[error_cause(row)] += 1
-        self.usage.add(_usage_of(row))
+        self.usage.add(Usage.of(row.get("usage")))
 
     def attempt(self, item_id: str) -> int:
         """Which attempt at this item a run now makes: 1, or 1 + its error rows that were retried."""

@@ -11,15 +11,13 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
-
-import orjson
+from typing import Any, Awaitable, Callable, Iterator
 
 from engine.errors import INPUT_CAUSE, INTERNAL_CAUSE, CallError
 from engine.images import DEFAULT_MAX_SIDE, ImageError, load_image_data_url
 from engine.items import BadLine, Item, read_items
 from engine.progress import RunProgress
-from engine.results import ResultsFile
+from engine.results import ResultsFile, ranked
 from engine.secrets import redact
 from engine.trace import Tracer, Usage, item_span
 
@@ -48,9 +46,23 @@ def _interrupted() -> bool:
     return task is not None and getattr(task, "cancelling", lambda: 0)() > 0
 
 
-def _count_lines(path: Path) -> int:
+def count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def entries_to_run(items_path: Path, done: set[str], tracer: Tracer) -> Iterator[Item | BadLine]:
+    """ITEMS.jsonl's entries not done yet, each id once: a repeated id is traced (item.duplicate) and
+    skipped. `done` is read as the iteration goes, so rows finished meanwhile count."""
+    seen: set[str] = set()
+    for entry in read_items(items_path):
+        if entry.id in done:
+            continue
+        if entry.id in seen:
+            tracer.event("item.duplicate", item_id=entry.id)
+            continue
+        seen.add(entry.id)
+        yield entry
 
 
 async def solve_entry(entry: Item | BadLine, solve: Solve, *, meta: dict[str, Any], tracer: Tracer,
@@ -91,15 +103,16 @@ async def solve_entry(entry: Item | BadLine, solve: Solve, *, meta: dict[str, An
 def write_summary(out_dir: Path, meta: dict[str, Any], results: ResultsFile, run_usage: Usage, finished: int,
                   started: float) -> dict[str, Any]:
     """DIR/summary.json: the folder's totals (every run) and this run's (`this_run`)."""
+    wall_s = round(time.perf_counter() - started, 3)
     summary = {
         **meta,
         "items": len(results.done), **results.totals,
-        "errors_by_cause": dict(sorted(results.errors_by_cause.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "errors_by_cause": ranked(results.errors_by_cause),
         "retried": len(results.retrying),
-        **{k: v for k, v in results.usage.as_dict().items()},
+        **results.usage.as_dict(),
         "tokens": results.usage.prompt_tokens + results.usage.completion_tokens,
-        "this_run": {**run_usage.as_dict(), "items": finished, "wall_s": round(time.perf_counter() - started, 3)},
-        "wall_s": round(time.perf_counter() - started, 3),
+        "this_run": {**run_usage.as_dict(), "items": finished, "wall_s": wall_s},
+        "wall_s": wall_s,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -115,8 +128,7 @@ async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tr
     base_dir = items_path.resolve().parent
     started = time.perf_counter()
     run_usage = Usage()
-    seen: set[str] = set()
-    progress = RunProgress(total=await asyncio.to_thread(_count_lines, items_path),
+    progress = RunProgress(total=await asyncio.to_thread(count_lines, items_path),
                            done=len(results.done), enabled=show_progress)
 
     async def process(entry: Item | BadLine) -> None:
@@ -131,16 +143,10 @@ async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tr
     async def loader(entry: Item) -> str:
         return await asyncio.to_thread(load_image_data_url, entry.image, base_dir, max_image_side)
 
-    entries = iter(read_items(items_path))
+    entries = entries_to_run(items_path, results.done, tracer)
 
     async def worker() -> None:
         for entry in entries:  # shared iterator: each worker pulls the next line when it is free
-            if entry.id in results.done:
-                continue
-            if entry.id in seen:
-                tracer.event("item.duplicate", item_id=entry.id)
-                continue
-            seen.add(entry.id)
             await process(entry)
 
     try:

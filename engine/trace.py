@@ -50,6 +50,12 @@ class Usage:
     attempts: int = 0  # requests sent to a backend, retries included (cache hits send none)
     failed_attempts: int = 0  # of those, the ones that failed (each retried or ended its call)
 
+    @classmethod
+    def of(cls, fields: dict[str, Any] | None) -> "Usage":
+        """From a row's `usage` (as `as_dict` wrote it); fields a row lacks count as 0."""
+        fields = fields or {}
+        return cls(**{k: fields.get(k, 0) for k in cls.__slots__})
+
     def add(self, other: "Usage") -> None:
         self.calls += other.calls
         self.cache_hits += other.cache_hits

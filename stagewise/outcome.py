@@ -35,7 +35,9 @@ def exit_status(runs: list[tuple[Path, dict[str, Any]]]) -> int:
     errors = sum(s["error"] for _, s in runs)
     if not errors:
         return EXIT_OK
-    by_cause = ", ".join(f"{n} {cause}" for cause, n in sorted(causes.items(), key=lambda kv: (-kv[1], kv[0])))
+    from engine.results import ranked  # not at import: every command loads this module
+
+    by_cause = ", ".join(f"{n} {cause}" for cause, n in ranked(causes).items())
     retryable = sum(n for cause, n in causes.items() if cause in RETRYABLE_CAUSES)
     hint = (f"rerun the same command to retry the {retryable} provider/network ones" if retryable
             else "add --retry-errors all to run them again")

@@ -23,10 +23,10 @@ from typing import Any, Iterator
 import orjson
 
 from engine.errors import UsageError
-from engine.items import BadLine, read_items
+from engine.items import BadLine
 from engine.progress import RunProgress
 from engine.results import ResultsFile
-from engine.runner import solve_entry, write_summary
+from engine.runner import count_lines, entries_to_run, solve_entry, write_summary
 from engine.trace import Tracer, Usage
 from stagewise.jobs import Job
 
@@ -34,22 +34,14 @@ DEFAULT_BATCH = 8
 
 
 def _pending(items_path: Path, results: ResultsFile, tracer: Tracer) -> tuple[int, dict[str, int], list[BadLine]]:
-    """(lines, ids to run → their attempt, bad lines to write): one pass over ITEMS.jsonl, as the local
-    runner's."""
-    total, todo, bad, seen = 0, {}, [], set()
-    for entry in read_items(items_path):
-        total += 1
-        if entry.id in results.done:
-            continue
-        if entry.id in seen:
-            tracer.event("item.duplicate", item_id=entry.id)
-            continue
-        seen.add(entry.id)
+    """(lines, ids to run → their attempt, bad lines to write): the entries the local runner would run."""
+    todo, bad = {}, []
+    for entry in entries_to_run(items_path, results.done, tracer):
         if isinstance(entry, BadLine):
             bad.append(entry)
         else:
             todo[entry.id] = results.attempt(entry.id)
-    return total, todo, bad
+    return count_lines(items_path), todo, bad
 
 
 def _dataset(job: Job, todo: dict[str, int], base_dir: Path, cache_path: str | None, limiter: Any):
@@ -121,7 +113,7 @@ async def run_on_ray(job: Job, out: Path, cache_path: Path | None) -> dict[str, 
                         if row_id in results.done:  # a repeated id in ITEMS.jsonl: its first row counts
                             continue
                         row = orjson.loads(text)
-                        add(row, Usage(**{k: row["usage"].get(k, 0) for k in Usage.__slots__}))
+                        add(row, Usage.of(row["usage"]))
                     tracer.flush(every_s=0.5)
     finally:
         summary = write_summary(out, job.meta, results, run_usage, progress.finished, started)
