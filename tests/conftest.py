@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,26 @@ def stagewise(*args: str, env: dict | None = None, check: bool = False, **kw) ->
     if check and proc.returncode != 0:
         raise AssertionError(f"stagewise {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+def start_stagewise(*args: object) -> subprocess.Popen:
+    """`stagewise ARGS` in the background, as a user's shell would run it (stderr kept for the test)."""
+    return subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, what: str, limit_s: float = 60.0) -> None:
+    """Poll for a condition (not a timing assumption: the limit only bounds a broken run)."""
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def rows_in(path: Path) -> int:
+    """Lines written so far to a JSONL file (0 before it exists)."""
+    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 def write_items(path: Path, rows: list[dict | str]) -> Path:

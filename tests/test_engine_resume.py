@@ -4,27 +4,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
-from conftest import ROOT, read_jsonl, stagewise, write_items
-
-
-def _wait_for(predicate, what: str, limit_s: float = 60.0) -> None:
-    """Poll for a condition (not a timing assumption: the limit only bounds a broken run)."""
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def _start(args: list) -> subprocess.Popen:
-    """`stagewise ARGS` in the background, as a user's shell would run it."""
-    return subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+from conftest import read_jsonl, rows_in, stagewise, start_stagewise, wait_for, write_items
 
 
 def test_kill_9_then_resume(tmp_path, fake_server_factory):
@@ -35,11 +17,11 @@ def test_kill_9_then_resume(tmp_path, fake_server_factory):
     out = tmp_path / "run"
     args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
             "--concurrency", "4", "--no-progress"]
-    proc = _start(args)
+    proc = start_stagewise(*args)
     results = out / "results.jsonl"
     # "stuck" has finished its summary and caption calls and waits on reasoning; others keep finishing
-    _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call")
-    _wait_for(lambda: results.exists() and len(results.read_text().splitlines()) >= 10, "10 finished rows")
+    wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call")
+    wait_for(lambda: rows_in(results) >= 10, "10 finished rows")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     first = read_jsonl(results)
@@ -87,10 +69,9 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_rows(tmp_path, fake_server_fact
     out = tmp_path / "run"
     args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
             "--concurrency", "2", "--no-progress"]
-    proc = _start(args)
-    _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled call")
-    _wait_for(lambda: (out / "results.jsonl").exists() and len((out / "results.jsonl").read_text().splitlines()) >= 5,
-              "5 finished rows")
+    proc = start_stagewise(*args)
+    wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled call")
+    wait_for(lambda: rows_in(out / "results.jsonl") >= 5, "5 finished rows")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "rerun the same command to resume" in err
@@ -111,9 +92,8 @@ def test_ctrl_c_while_calls_wait_for_slots_records_no_failure(tmp_path, fake_ser
     out = tmp_path / "run"
     args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
             "--graph", "stage_beam", "--n", "4", "--concurrency", "2", "--items-in-flight", "6", "--no-progress"]
-    proc = _start(args)
-    _wait_for(lambda: (out / "results.jsonl").exists() and len((out / "results.jsonl").read_text().splitlines()) >= 2,
-              "2 finished rows")
+    proc = start_stagewise(*args)
+    wait_for(lambda: rows_in(out / "results.jsonl") >= 2, "2 finished rows")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err

@@ -12,14 +12,11 @@ import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
 
-from conftest import ROOT, read_jsonl, stagewise, write_items
-from test_engine_resume import _wait_for
+from conftest import ROOT, read_jsonl, rows_in, stagewise, start_stagewise, wait_for, write_items
 
 if os.environ.get("CI"):  # CI installs the ray extra: a missing Ray fails there instead of skipping
     import ray
@@ -95,11 +92,6 @@ def test_every_graph_gives_the_local_rows(cluster, tmp_path, fake_server):
         assert (s["items"], s["ok"], s["error"]) == (7, 6, 1)
 
 
-def _start(args: list) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
 def _stuck_item_calls(out, item_id: str) -> dict[str, str]:
     calls = [t for t in read_jsonl(out / "traces.jsonl") if t["event"] == "llm.call" and t["item_id"] == item_id]
     return {t["stage"]: t["cache"] for t in calls[-4:]}
@@ -115,8 +107,8 @@ def test_actors_killed_mid_batch_rerun_it(cluster, tmp_path, fake_server_factory
     out = tmp_path / "run"
     args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
             "--no-progress", "--max-retries", "0", "--ray", cluster, "--ray-actors", "2", "--ray-batch-size", "2"]
-    proc = _start(args)
-    _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call", 120)
+    proc = start_stagewise(*args)
+    wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call", 120)
     pids = _actor_pids()
     assert len(pids) == 2
     for pid in pids:
@@ -148,10 +140,10 @@ def test_driver_killed_then_the_same_command_resumes(cluster, tmp_path, fake_ser
     out = tmp_path / "run"
     args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
             "--no-progress", "--ray", cluster, "--ray-actors", "2", "--ray-batch-size", "2"]
-    proc = _start(args)
+    proc = start_stagewise(*args)
     results = out / "results.jsonl"
-    _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call", 120)
-    _wait_for(lambda: results.exists() and len(results.read_text().splitlines()) >= 6, "6 rows", 120)
+    wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call", 120)
+    wait_for(lambda: rows_in(results) >= 6, "6 rows", 120)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     first = read_jsonl(results)

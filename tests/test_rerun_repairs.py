@@ -5,14 +5,12 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 
-from conftest import ROOT, read_jsonl, stagewise, write_items
+from conftest import read_jsonl, stagewise, start_stagewise, write_items
 
 
 def _dead_api_base() -> str:
@@ -111,8 +109,7 @@ def test_kill_9_during_compaction_loses_no_finished_row(tmp_path, fake_server):
     for target in ("retried.jsonl", "results.jsonl.tmp", "results.jsonl.tmp", "retried.jsonl"):
         (out / "results.jsonl").write_text(original)
         (out / "retried.jsonl").unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_stagewise(*args)
         deadline = time.monotonic() + 60
         while not (out / target).exists() and proc.poll() is None and time.monotonic() < deadline:
             pass  # spin: the window is milliseconds wide

@@ -7,13 +7,11 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections import Counter, defaultdict
 
 from PIL import Image
 
-from conftest import ROOT, read_jsonl, stagewise, write_items
+from conftest import read_jsonl, rows_in, stagewise, start_stagewise, wait_for, write_items
 from engine.trace_events import SPAN_EVENTS, parse_event
 
 N = 3
@@ -167,13 +165,11 @@ def test_span_ids_unique_across_kill_9_and_resume(tmp_path, fake_server_factory)
     out = tmp_path / "run"
     args = ["generate", items, "--out", out, "--graph", "stage_beam", "--n", N, "--concurrency", "4",
             "--model", "hosted_vllm/fake", "--api-base", server.api_base, "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from test_engine_resume import _wait_for
+    proc = start_stagewise(*args)
 
     results = out / "results.jsonl"
-    _wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call")
-    _wait_for(lambda: results.exists() and len(results.read_text().splitlines()) >= 5, "5 finished rows")
+    wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call")
+    wait_for(lambda: rows_in(results) >= 5, "5 finished rows")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     stagewise(*args, check=True)
