@@ -92,6 +92,7 @@ def test_run_page_figures_and_filters(browser, demo_run):
         summary = json.loads((out / graph / "summary.json").read_text())
         cells = [c.text for c in row.find_elements("css selector", "td")]
         assert cells[1] == str(summary["items"]) and cells[5] == f"{summary['calls']:,}"
+        assert not any("[object" in c for c in cells), cells  # only figures, never a nested object
     assert len(_rows(browser)) == 18  # 6 items in 3 graphs, one page
     _choose(browser, "graph", "stage_beam")
     beam = _results(out, "stage_beam")

@@ -57,7 +57,10 @@ function go(path, params) {
 
 function runTable(info) {
   const extra = new Set();
-  for (const g of info.graphs) for (const k of Object.keys(g.report || {})) if (k.startsWith("judge")) extra.add(k);
+  // the report's judge figures; its per-stage `judge` table is an object, not a column
+  for (const g of info.graphs) {
+    for (const [k, v] of Object.entries(g.report || {})) if (k.startsWith("judge") && !(v && typeof v === "object")) extra.add(k);
+  }
   const head = ["graph", "items", "ok", "errors by cause", "accuracy", "calls", "tokens", "cost", "wall time", ...extra];
   return h("table", { class: "figures", id: "run-figures" },
     h("thead", {}, h("tr", {}, head.map((c) => h("th", {}, c.replace(/_/g, " "))))),
