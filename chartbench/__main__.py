@@ -4,6 +4,7 @@
     python -m chartbench trainset OUT --n 30000 --seed 1   # OUT/train.jsonl for `stagewise train`
     python -m chartbench base OUT                          # the untrained base model (needs torch)
     python -m chartbench score RUN_DIR ITEMS.jsonl         # accuracy per question type vs chance
+    python -m chartbench captions RUN_DIR ITEMS.jsonl      # colours and values the captions read right
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def main(argv=None) -> int:
     p.add_argument("--checks", type=float, default=0.25, help="chance of a pre-check example per chart")
     p.add_argument("--types", default=None,
                    help="comma-separated question types to draw from (repeat one to weight it; default all)")
+    p.add_argument("--judge-kinds", default=None,
+                   help="comma-separated judge kinds to draw from (repeat one to weight it; default all, evenly)")
+    p.add_argument("--one-order", action="store_true",
+                   help="write each judge pair once, in a random order (default: both orders, two rows)")
+    p.add_argument("--workers", type=int, default=1, help="processes writing the set (default 1)")
     p = sub.add_parser("base", help="build the untrained base model (LLaVA, fitted tokenizer)")
     p.add_argument("out")
     p.add_argument("--hidden", type=int, default=256)
@@ -36,6 +42,9 @@ def main(argv=None) -> int:
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("score", help="accuracy per question type of a run, with chance")
+    p.add_argument("run", help="a run DIR (results.jsonl) or compare DIR (one sub-folder per graph)")
+    p.add_argument("items")
+    p = sub.add_parser("captions", help="share of a run's captions that read the colours and values right")
     p.add_argument("run", help="a run DIR (results.jsonl) or compare DIR (one sub-folder per graph)")
     p.add_argument("items")
     args = parser.parse_args(argv)
@@ -49,12 +58,18 @@ def main(argv=None) -> int:
         from chartbench.questions import TYPES
         from chartbench.trainset import Mix, write_trainset
 
+        from chartbench.judging import JUDGE_KINDS
+
         types = tuple(t.strip() for t in args.types.split(",") if t.strip()) if args.types else TYPES
         unknown = sorted(set(types) - set(TYPES))
         if unknown:
             parser.error(f"unknown question type(s) {', '.join(unknown)}; known: {', '.join(TYPES)}")
-        path, counts = write_trainset(args.out, args.n, args.seed, Mix(judges=args.judges, checks=args.checks),
-                                      types)
+        kinds = tuple(k.strip() for k in args.judge_kinds.split(",") if k.strip()) if args.judge_kinds else JUDGE_KINDS
+        unknown = sorted(set(kinds) - set(JUDGE_KINDS))
+        if unknown:
+            parser.error(f"unknown judge kind(s) {', '.join(unknown)}; known: {', '.join(JUDGE_KINDS)}")
+        mix = Mix(judges=args.judges, checks=args.checks, judge_kinds=kinds, both_orders=not args.one_order)
+        path, counts = write_trainset(args.out, args.n, args.seed, mix, types, workers=args.workers)
         print(f"wrote {sum(counts.values())} rows ({dict(counts)}) to {path} ({time.time() - t0:.1f} s)")
     elif args.command == "base":
         from chartbench.base import build
@@ -62,6 +77,20 @@ def main(argv=None) -> int:
         out = build(args.out, hidden=args.hidden, layers=args.layers, vision_hidden=args.vision_hidden,
                     vocab_size=args.vocab_size, seed=args.seed)
         print(f"wrote the base model to {out} ({time.time() - t0:.1f} s)")
+    elif args.command == "captions":
+        from pathlib import Path
+
+        from chartbench.captions import caption_scores
+
+        run = Path(args.run)
+        runs = [run] if (run / "results.jsonl").is_file() else sorted(d for d in run.iterdir()
+                                                                      if (d / "results.jsonl").is_file())
+        print("| run | charts | captions | colours right | values right | whole reading right | bars: colour right |")
+        print("|---|---|---|---|---|---|---|")
+        for d in runs:
+            for kind, s in caption_scores(d / "results.jsonl", args.items).items():
+                print(f"| {d.name} | {kind} | {s['captions']} | {s['colours']:.2f} | {s['values']:.2f} | "
+                      f"{s['exact']:.2f} | {s.get('bars', float('nan')):.2f} |")
     else:
         from chartbench.score import score_runs, table
 

@@ -17,8 +17,12 @@ from chartbench.teacher import SUMMARIES, Solution, caption, solve, summary
 CAPTION_ERRORS = ("value", "colour", "drop", "swap")
 
 
-def _other_value(chart: Chart, rng: random.Random) -> int:
-    return rng.choice([x for x in range(1, MAX_VALUE + 1) if x not in chart.values])
+def _other_value(chart: Chart, rng: random.Random, i: int | None = None) -> int:
+    """A value the chart does not hold; half the time one step from value `i` where one is free, the
+    near miss a model that reads heights makes most."""
+    free = [x for x in range(1, MAX_VALUE + 1) if x not in chart.values]
+    near = [x for x in free if i is not None and abs(x - chart.values[i]) == 1]
+    return rng.choice(near if near and rng.random() < 0.5 else free)
 
 
 def misread(chart: Chart, rng: random.Random, error: str | None = None, index: int | None = None) -> Chart:
@@ -30,7 +34,7 @@ def misread(chart: Chart, rng: random.Random, error: str | None = None, index: i
     values, colours = list(chart.values), list(chart.colours)
     i = index if index is not None else rng.randrange(chart.n)
     if error == "value":
-        values[i] = _other_value(chart, rng)
+        values[i] = _other_value(chart, rng, i)
     elif error == "colour":
         colours[i] = rng.choice([c for c in PALETTE if c not in colours])
     elif error == "drop":

@@ -45,9 +45,9 @@ def reading(item: BenchItem) -> str:
     return "points " + ", ".join(str(v) for v in c.values)
 
 
-def judge_example(item: BenchItem, kind: str, rng: random.Random) -> Example:
-    """A `kind` comparison of the teacher's stage with a corrupted one, the better one placed at
-    random."""
+def judge_examples(item: BenchItem, kind: str, rng: random.Random, both_orders: bool = True) -> list[Example]:
+    """A `kind` comparison of the teacher's stage with a corrupted one: in both orders (so a position
+    carries no information about the winner), or once with the better one placed at random."""
     chart, q = item.chart, item.question
     good = trace(chart, q)
     hint = None
@@ -70,10 +70,18 @@ def judge_example(item: BenchItem, kind: str, rng: random.Random) -> Example:
         reason = f"the image shows {reading(item)} and the answer is {good['conclusion']}"
     else:
         raise ValueError(f"unknown judge kind {kind!r}")
-    better = rng.choice((1, 2))
-    r1, r2 = (right, wrong) if better == 1 else (wrong, right)
-    prompt = render_judge(kind, question_text(q.text, list(q.choices) if q.choices else None), r1, r2, hint=hint)
-    return Example(kind, prompt, verdict(reason.format(w=better), better), True, better)
+    question = question_text(q.text, list(q.choices) if q.choices else None)
+    out = []
+    for better in ((1, 2) if both_orders else (rng.choice((1, 2)),)):
+        r1, r2 = (right, wrong) if better == 1 else (wrong, right)
+        prompt = render_judge(kind, question, r1, r2, hint=hint)
+        out.append(Example(kind, prompt, verdict(reason.format(w=better), better), True, better))
+    return out
+
+
+def judge_example(item: BenchItem, kind: str, rng: random.Random) -> Example:
+    """One `kind` comparison, the better one placed at random."""
+    return judge_examples(item, kind, rng, both_orders=False)[0]
 
 
 def check_example(item: BenchItem, rng: random.Random, wrong: bool | None = None) -> Example:

@@ -161,7 +161,8 @@ def test_check_examples_are_text_only_and_read_back():
 
 def test_trainset_reads_back_in_the_trainer(tmp_path):
     path, counts = trainset.write_trainset(tmp_path, 40, seed=5, mix=trainset.Mix(judges=1.0, checks=0.5))
-    assert counts["trace"] == 40 and sum(counts[k] for k in judging.JUDGE_KINDS) == 40 and counts["check"] > 0
+    # every judge pair is written in both orders: two rows, the better one first in one of them
+    assert counts["trace"] == 40 and sum(counts[k] for k in judging.JUDGE_KINDS) == 80 and counts["check"] > 0
     examples, got, fmt = trainer_data.load(path)
     assert fmt == "llava-cot" and got.kept == sum(counts.values()) and not got.dropped
     by_kind = {}
@@ -243,3 +244,20 @@ def test_trainer_collates_text_only_checks_beside_image_rows(tmp_path):
     for i, (_, turns) in enumerate(batch_items):
         supervised = proc.tokenizer.decode(labels[i][labels[i] != IGNORE])
         assert supervised.startswith(turns[0][1]) and supervised.endswith("<|im_end|>\n")
+
+
+def test_judge_pairs_come_in_both_orders_so_position_says_nothing(tmp_path):
+    rows = [json.loads(line) for line in trainset.write_trainset(
+        tmp_path, 60, seed=7, mix=trainset.Mix(judges=1.0, checks=0.0))[0].read_text().splitlines()]
+    judges = [r for r in rows if r["id"].rsplit("-", 1)[1] in judging.JUDGE_KINDS]
+    verdicts = [r["conversations"][1]["value"][-2] for r in judges]
+    assert len(judges) == 120 and verdicts.count("1") == verdicts.count("2") == 60
+    for first, second in zip(judges[::2], judges[1::2]):  # the same pair, responses swapped
+        assert first["image"] == second["image"] and first["conversations"][0] != second["conversations"][0]
+        assert {verdicts[judges.index(first)], verdicts[judges.index(second)]} == {"1", "2"}
+
+
+def test_a_trainset_does_not_depend_on_how_many_workers_wrote_it(tmp_path):
+    one, _ = trainset.write_trainset(tmp_path / "one", 30, seed=3, workers=1)
+    three, _ = trainset.write_trainset(tmp_path / "three", 30, seed=3, workers=3)
+    assert one.read_bytes() == three.read_bytes() and not list((tmp_path / "three").glob("train.part*"))

@@ -20,8 +20,8 @@ def cmd_train(args) -> int:
     from trainer.config import TrainConfig, UsageError, check
 
     cfg = TrainConfig(
-        data=args.data, base=args.base, out=args.out, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, max_steps=args.max_steps,
+        data=args.data, base=args.base, out=args.out, epochs=args.epochs, lr=args.lr, lr_decay=args.lr_decay,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, max_steps=args.max_steps, max_minutes=args.max_minutes,
         max_length=args.max_length, lora=args.lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         merge=args.merge, freeze_vision=args.freeze_vision, grad_checkpointing=args.grad_checkpointing,
         save_every=args.save_every, resume=args.resume, image_root=args.image_root,
@@ -80,10 +80,15 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=3, help="passes over the data (the paper's 3)")
     p.add_argument("--lr", type=float, default=1e-5,
                    help="AdamW learning rate, x0.85 after each epoch (the paper's recipe)")
+    p.add_argument("--lr-decay", type=float, default=0.85,
+                   help="the learning rate's factor after each epoch (default 0.85, the paper's)")
     p.add_argument("--batch-size", type=int, default=4, help="per device (default 4)")
     p.add_argument("--grad-accum", type=int, default=None,
                    help="micro-batches per step (default: global batch 32 / (batch size x processes))")
     p.add_argument("--max-steps", type=int, default=None, help="stop after K optimizer steps (default: all epochs)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this many minutes of training and save the model as it is, for a run on a "
+                        "machine lent for a fixed time (default: no limit)")
     p.add_argument("--max-length", type=int, default=None,
                    help="truncate sequences to this many tokens (default: no truncation, as the paper)")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter on the text tower (peft)")

@@ -23,6 +23,7 @@ class TrainConfig:
     batch_size: int = 4              # per device, per micro-batch
     grad_accum: int | None = None
     max_steps: int | None = None     # optimizer steps; overrides epochs
+    max_minutes: float | None = None  # stop (and save) after this much training time, whatever is left
     max_length: int | None = None    # truncate longer sequences (the paper truncates nothing)
     lora: bool = False
     lora_r: int = 8
@@ -47,6 +48,10 @@ def check(cfg: TrainConfig) -> None:
     for name in ("grad_accum", "max_steps", "save_every", "max_length"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if cfg.max_minutes is not None and cfg.max_minutes <= 0:
+        raise UsageError("--max-minutes must be positive")
+    if not 0 < cfg.lr_decay <= 1:
+        raise UsageError("--lr-decay must be in (0, 1]")
     if cfg.lr <= 0:
         raise UsageError("--lr must be positive")
     if not (Path(cfg.base) / "config.json").is_file():

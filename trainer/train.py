@@ -157,7 +157,12 @@ def train(cfg: TrainConfig) -> Result:
     bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.fields[info]}"), disable=not (main and cfg.progress))
     task = bar.add_task("train", total=total_steps, completed=state["step"], info="")
-    last_batch, window, t_loop = None, [], time.time()
+    last_batch, window, t_loop, stopped = None, [], time.time(), "steps"
+
+    def out_of_time() -> bool:
+        """Whether --max-minutes has passed on any rank (all ranks must call this and stop together)."""
+        late = float(time.time() - t_loop >= 60 * cfg.max_minutes)
+        return acc.reduce(torch.tensor(late, device=acc.device), "max").item() > 0
     with bar:
         while state["step"] < total_steps:
             lr = cfg.lr * cfg.lr_decay ** state["epoch"]
@@ -199,6 +204,9 @@ def train(cfg: TrainConfig) -> Result:
                 bar.update(task, completed=state["step"], info=f"loss {step_loss:.4f}  lr {lr:.2e}")
                 if cfg.save_every and state["step"] % cfg.save_every == 0:
                     save_checkpoint()
+                if cfg.max_minutes and out_of_time():
+                    total_steps = state["step"]
+                    stopped = "time"
                 if state["step"] >= total_steps:
                     break
             else:  # the epoch ran to its end
@@ -220,6 +228,7 @@ def train(cfg: TrainConfig) -> Result:
             "params": n_params, "trainable_params": n_trainable,
             "world_size": world, "batch_size": bs, "grad_accum": ga, "global_batch": bs * ga * world,
             "lr": cfg.lr, "lr_decay": cfg.lr_decay, "epochs_planned": cfg.epochs, "max_steps": cfg.max_steps,
+            "max_minutes": cfg.max_minutes, "stopped_by": stopped,
             "precision": acc.mixed_precision, "steps": state["step"],
             "epochs_done": state["epoch"] + state["micro"] / micro_per_epoch,
             "examples_seen": state["examples_seen"], "tokens": state["tokens"],

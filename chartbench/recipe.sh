@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The demo model's training recipe, end to end: a training set from chartbench's teacher, then
+# `python -m trainer train` from BASE. Run from the repository root; stagewise/model/TRAINING.md says
+# which values made the shipped model. Everything is an environment variable:
+#   BASE     model folder to start from            (default stagewise/model: continue the shipped one)
+#   MODEL    where the trained model is written    (default $WORK/model)
+#   WORK     scratch folder for data and checkpoints (default /tmp/stagewise-retrain)
+#   CHARTS   training charts                        (default 150000)
+#   SEED     training-set seed                      (default 11)
+#   MINUTES  training time limit                    (default 6)
+#   BATCH    examples per optimizer step            (default 128)
+#   LR       learning rate of the first epoch       (default 1e-3; halved each epoch)
+#   EPOCHS   passes over the set                    (default 3)
+#   PROCS    processes writing the set and loading batches (default: every core)
+set -euo pipefail
+PY=${PYTHON:-python3}
+WORK=${WORK:-/tmp/stagewise-retrain}
+BASE=${BASE:-stagewise/model}
+MODEL=${MODEL:-$WORK/model}
+PROCS=${PROCS:-$(nproc)}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+mkdir -p "$WORK"
+t0=$(date +%s)
+"$PY" -m chartbench trainset "$WORK/data" --n "${CHARTS:-150000}" --seed "${SEED:-11}" --judges 1 --checks 0.3 \
+    --judge-kinds summary,caption,caption,reasoning,conclusion,answer,answer --workers "$PROCS"
+t1=$(date +%s)
+"$PY" -m trainer train "$WORK/data/train.jsonl" --base "$BASE" --out "$MODEL" --lr "${LR:-1e-3}" --lr-decay 0.5 \
+    --epochs "${EPOCHS:-3}" --batch-size "${BATCH:-128}" --grad-accum 1 --max-minutes "${MINUTES:-6}" \
+    --workers "$(( PROCS > 1 ? PROCS - 1 : 0 ))" --seed 44 --no-progress
+t2=$(date +%s)
+"$PY" - "$MODEL/run.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+losses = r["losses"]
+tail = losses[-100:]
+print(f"steps {r['steps']} ({r['stopped_by']}), examples {r['examples_seen']}, epochs {r['epochs_done']:.2f}, "
+      f"loss first {losses[0]:.4f} last {losses[-1]:.4f} mean of last {len(tail)} {sum(tail) / len(tail):.4f}, "
+      f"train {r['train_s']:.0f} s, precision {r['precision']}")
+PY
+echo "data $((t1 - t0)) s, training $((t2 - t1)) s"
