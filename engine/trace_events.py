@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 TraceId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 SpanId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 Stage = str  # summary, caption, reasoning, conclusion, full, sentence; judges: those, sentence, answer
-Parse = Literal["ok", "logprob", "tie", "fallback", "forfeit", "precheck"]
+Parse = Literal["ok", "logprob", "tie", "fallback", "forfeit", "precheck", "same"]
 Selection = Literal["bracket", "knockout"]
 
 
@@ -167,7 +167,7 @@ class JudgeVerdict(_Event):
     outputs: list[str]  # the judge's raw replies read for this verdict (1, or 2 after a re-ask)
     selection: Selection
     orders: list[VerdictOrder] = []  # each order asked (two with --judge-order both); [] for a forfeit,
-    # a pre-check's decision or --faithful
+    # a pre-check's decision, identical candidates ("same") or --faithful
     agreed: bool | None = None  # both orders asked and read: did they name the same winner?
 
 

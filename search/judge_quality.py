@@ -1,7 +1,8 @@
 """How well the judge judged, per stage, read back from a run's traces and its items' reference answers.
 
 A search is only as good as its verdicts, and accuracy alone cannot say why a search did not pay. Per
-judge kind (stage), over the verdicts a judge made (not forfeits, not pre-check decisions):
+judge kind (stage), over the verdicts a judge made (not forfeits, not pre-check decisions, not pairs of
+identical candidates, parse "same", which no judge was asked about):
 
 - `second_rate`: how often the judge named the response shown second, over every order it was asked
   in. A judge without a position preference sits near 0.5; 1.0 is a fixed pick.
@@ -22,6 +23,7 @@ from judges.scorers import score
 from stages.tags import parse_stages
 
 DECIDABLE = ("answer", "conclusion")  # judges whose candidates hold a final answer
+NOT_JUDGED = ("forfeit", "precheck", "same")  # decisions no judge verdict made
 
 
 def _events(path: Path) -> Iterable[dict[str, Any]]:
@@ -72,7 +74,7 @@ def judge_quality(traces: Iterable[dict[str, Any]],
                 stage_of_select[e["span_id"]] = e["parent_id"]
         ref = refs.get(item_id)
         for v in events:
-            if v["event"] != "judge.verdict" or v.get("parse") in ("forfeit", "precheck"):
+            if v["event"] != "judge.verdict" or v.get("parse") in NOT_JUDGED:
                 continue
             t = tally[v["stage"]]
             t["verdicts"] += 1

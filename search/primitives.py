@@ -7,7 +7,8 @@
 Traces (docs/traces.md): a generate step is a `stage` span with one `candidate` event per candidate
 (its new text); a select is a `select` span under the stage span its candidates came from, one
 `verdict` span per comparison (its calls, `check` spans for pre-checks) and one `judge.verdict` event
-per decision, written when the selection ends so each knows its round.
+per decision, written when the selection ends so each knows its round. Two candidates that show the
+judge the same text are decided without a call (parse "same": the first wins), except in --faithful.
 
 A stage continues the exact chosen prefix where the generator can continue an assistant message
 (`--mode full` on vLLM and other continuing backends); otherwise the chosen stages are restated in that
@@ -308,7 +309,12 @@ class Ops:
                                         reason=f"the pre-check found candidate {(a, b)[i]}'s reasoning wrong")
                     return bool(failed)
 
-            if kind == "reasoning":
+            if not faithful and inputs.responses[0] == inputs.responses[1]:
+                # No call: on a well-trained model identical candidates are common, and a verdict
+                # between them would only measure the judge's position preference.
+                decision.update(parse="same", reason="the two candidates are the same text", outputs=[])
+                local = 0
+            elif kind == "reasoning":
                 local = await precheck_then_judge(check, judge)
             else:
                 local = await judge()

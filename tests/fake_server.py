@@ -12,6 +12,8 @@ Faults are asked for by directives in the request's text, so one run can mix the
   [[notags]]  the reply misses its closing tags
   [[slow:STAGE]] first request whose stop is </STAGE> waits until released (GET /release)
   [[answer:X]]   the conclusion answers X (default "A")
+  [[same]] [[same:STAGE]]  every candidate of a request (of STAGE only, when named) has quality 0, so
+                 the n candidates are the same text (a model that repeats itself)
   [[echo-auth]]  answer 401 quoting the Authorization header (a provider that echoes the key)
   [[jitter:MS]]  every request waits a random 0..MS ms first (unseeded), so replies arrive in a new order
   [[retry-after:S]]  the Retry-After header of scripted 429s (default 0.05)
@@ -180,8 +182,9 @@ class FakeServer:
         stage = stage_of(stop)
         choices = []
         completion_tokens = 0
+        same = "same" in directives and directives["same"][1] in (None, stage.lower())
         for i in range(n):
-            content = reply(last_user, prefix, stop, quality(seed, i, n, stage), directives)
+            content = reply(last_user, prefix, stop, 0 if same else quality(seed, i, n, stage), directives)
             if self.check_fails_q is not None and "Reasoning Process:" in last_user \
                     and f"reasoning q={self.check_fails_q}." in last_user:
                 content = "The reasoning is incorrect."
