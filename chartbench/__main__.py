@@ -34,6 +34,16 @@ def main(argv=None) -> int:
     p.add_argument("--one-order", action="store_true",
                    help="write each judge pair once, in a random order (default: both orders, two rows)")
     p.add_argument("--workers", type=int, default=1, help="processes writing the set (default 1)")
+    p = sub.add_parser("onpolicy", help="write OUT/onpolicy.jsonl: judge examples from a model's own sampled answers")
+    p.add_argument("out")
+    p.add_argument("--model", required=True, help="the model folder to sample from")
+    p.add_argument("--n", type=int, default=10000, help="charts (each sampled --samples times)")
+    p.add_argument("--seed", type=int, default=21)
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--temperatures", default="1.5", help="comma-separated; charts take them in turn")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--batch", type=int, default=256, help="charts per generate call")
+    p.add_argument("--workers", type=int, default=1, help="processes drawing the charts (default 1)")
     p = sub.add_parser("base", help="build the untrained base model (LLaVA, fitted tokenizer)")
     p.add_argument("out")
     p.add_argument("--hidden", type=int, default=256)
@@ -71,6 +81,17 @@ def main(argv=None) -> int:
         mix = Mix(judges=args.judges, checks=args.checks, judge_kinds=kinds, both_orders=not args.one_order)
         path, counts = write_trainset(args.out, args.n, args.seed, mix, types, workers=args.workers)
         print(f"wrote {sum(counts.values())} rows ({dict(counts)}) to {path} ({time.time() - t0:.1f} s)")
+    elif args.command == "onpolicy":
+        from chartbench.onpolicy import write_onpolicy
+
+        temps = tuple(float(t) for t in args.temperatures.split(",") if t.strip())
+        path, tally = write_onpolicy(args.out, args.model, args.n, args.seed, samples=args.samples,
+                                     temperatures=temps, top_p=args.top_p, batch=args.batch,
+                                     workers=args.workers)
+        rows = sum(v for k, v in tally.items() if not k.startswith("T"))
+        print(f"wrote {rows} rows to {path} ({time.time() - t0:.1f} s)")
+        for k in sorted(tally):
+            print(f"  {k}: {tally[k]}")
     elif args.command == "base":
         from chartbench.base import build
 

@@ -50,29 +50,49 @@ def judge_examples(item: BenchItem, kind: str, rng: random.Random, both_orders: 
     carries no information about the winner), or once with the better one placed at random."""
     chart, q = item.chart, item.question
     good = trace(chart, q)
-    hint = None
     if kind == "summary":
-        right, wrong = good["summary"], wrong_summary(chart, q, rng)
-        reason = "response {w} outlines the steps this question needs"
+        wrong = wrong_summary(chart, q, rng)
     elif kind == "caption":
-        right, (wrong, _) = good["caption"], wrong_caption(chart, rng)
-        reason = f"the image shows {reading(item)}"
+        wrong = wrong_caption(chart, rng)[0]
     elif kind == "reasoning":
-        right, wrong = good["reasoning"], wrong_solution(chart, q, rng).reasoning
-        hint = stage_hint("reasoning", good)
-        reason = solve(chart, q).key
+        wrong = wrong_solution(chart, q, rng).reasoning
     elif kind == "conclusion":
-        right, wrong = good["conclusion"], wrong_conclusion(chart, q, rng)
-        hint = stage_hint("conclusion", good)
-        reason = f"the reasoning gives {good['conclusion']}"
+        wrong = wrong_conclusion(chart, q, rng)
     elif kind == "answer":
-        right, wrong = format_trace(good), format_trace(corrupt_answer(chart, q, rng))
-        reason = f"the image shows {reading(item)} and the answer is {good['conclusion']}"
+        wrong = format_trace(corrupt_answer(chart, q, rng))
     else:
         raise ValueError(f"unknown judge kind {kind!r}")
+    right = format_trace(good) if kind == "answer" else good[kind]
+    hint = stage_hint(kind, good) if kind in ("reasoning", "conclusion") else None
+    orders = (1, 2) if both_orders else (rng.choice((1, 2)),)
+    return pair_examples(item, kind, right, wrong, hint, orders)
+
+
+def decisive_reason(item: BenchItem, kind: str) -> str:
+    """What a judge of `kind` should say decides the pair ("{w}": the better response's number)."""
+    chart, q = item.chart, item.question
+    if kind == "summary":
+        return "response {w} outlines the steps this question needs"
+    if kind == "caption":
+        return f"the image shows {reading(item)}"
+    if kind == "reasoning":
+        return solve(chart, q).key
+    if kind == "conclusion":
+        return f"the reasoning gives {solve(chart, q).answer}"
+    if kind == "answer":
+        return f"the image shows {reading(item)} and the answer is {solve(chart, q).answer}"
+    raise ValueError(f"unknown judge kind {kind!r}")
+
+
+def pair_examples(item: BenchItem, kind: str, right: str, wrong: str, hint: str | None,
+                  orders: tuple[int, ...] = (1, 2)) -> list[Example]:
+    """The `kind` comparison of `right` with `wrong` (the bodies the judge is shown), one example per
+    position of the better one in `orders`."""
+    q = item.question
     question = question_text(q.text, list(q.choices) if q.choices else None)
+    reason = decisive_reason(item, kind)
     out = []
-    for better in ((1, 2) if both_orders else (rng.choice((1, 2)),)):
+    for better in orders:
         r1, r2 = (right, wrong) if better == 1 else (wrong, right)
         prompt = render_judge(kind, question, r1, r2, hint=hint)
         out.append(Example(kind, prompt, verdict(reason.format(w=better), better), True, better))

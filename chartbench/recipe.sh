@@ -12,6 +12,8 @@
 #   LR       learning rate of the first epoch       (default 1e-3; halved each epoch)
 #   EPOCHS   passes over the set                    (default 3)
 #   PROCS    processes writing the set and loading batches (default: every core)
+#   ONPOLICY charts whose answers BASE samples for on-policy judge examples, added twice (default 0: none)
+#   ONPOLICY_T  temperatures they are sampled at    (default 1.5,2.0)
 set -euo pipefail
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/stagewise-retrain}
@@ -23,6 +25,11 @@ mkdir -p "$WORK"
 t0=$(date +%s)
 "$PY" -m chartbench trainset "$WORK/data" --n "${CHARTS:-150000}" --seed "${SEED:-11}" --judges 1 --checks 0.3 \
     --judge-kinds summary,caption,caption,reasoning,conclusion,answer,answer --workers "$PROCS"
+if [ "${ONPOLICY:-0}" -gt 0 ]; then
+    "$PY" -m chartbench onpolicy "$WORK/data" --model "$BASE" --n "$ONPOLICY" --seed $(( ${SEED:-11} + 10 )) \
+        --temperatures "${ONPOLICY_T:-1.5,2.0}" --top-p 0.95 --batch 1000 --workers "$PROCS"
+    cat "$WORK/data/onpolicy.jsonl" "$WORK/data/onpolicy.jsonl" >> "$WORK/data/train.jsonl"
+fi
 t1=$(date +%s)
 "$PY" -m trainer train "$WORK/data/train.jsonl" --base "$BASE" --out "$MODEL" --lr "${LR:-1e-3}" --lr-decay 0.5 \
     --epochs "${EPOCHS:-3}" --batch-size "${BATCH:-128}" --grad-accum 1 --max-minutes "${MINUTES:-6}" \

@@ -1,0 +1,135 @@
+"""Judge examples from a model's own candidates (on-policy): what its judge will really be shown.
+
+Judge examples built only from the teacher's stages and hand-made corruptions teach a judge the
+mistakes we imagined; sampled candidates carry the ones the model makes (a value read off the wrong
+bar, a stage that wanders into another task's words). This samples N whole answers per training chart
+at the temperatures a search samples at, parses their stages, and pairs every wrong stage (and
+whole answer) with the right one, in both orders, with the teacher's decisive reason as the target;
+a wrong reasoning also gives a pre-check example ("incorrect"). Runs on a GPU in about a minute for
+tens of thousands of charts, or slowly on a CPU.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+from chartbench.bench import BenchItem, make_item
+from chartbench.charts import render
+from chartbench.judging import Example, pair_examples
+from chartbench.teacher import format_trace, trace
+from chartbench.trainset import full_prompt, row
+from judges.pairwise import render_check, stage_hint
+from judges.scorers import score
+from stages.tags import parse_stages
+
+STAGE_KINDS = ("summary", "caption", "reasoning", "conclusion")
+
+
+def sample_answers(model_dir, items: list[BenchItem], images: list[Path], *, samples: int, temperature: float,
+                   top_p: float, max_new_tokens: int = 96, batch: int = 256, seed: int = 0) -> list[list[str]]:
+    """`samples` whole answers per item (its chart at `images[i]`) from the four-stage prompt, as
+    `--mode full` asks it."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    proc = AutoProcessor.from_pretrained(model_dir)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    out: list[list[str]] = []
+    for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
+        texts = [proc.apply_chat_template([{"role": "user", "content": [
+            {"type": "image"}, {"type": "text", "text": full_prompt(item)}]}], tokenize=False,
+            add_generation_prompt=True) for item in chunk]
+        pictures = [[Image.open(path).convert("RGB")] for path in images[start:start + batch]]
+        inputs = proc(images=pictures, text=texts, padding=True,
+                      padding_side="left", add_special_tokens=False, return_tensors="pt").to(device)
+        torch.manual_seed(seed * 1_000_003 + start)
+        with torch.no_grad():
+            ids = model.generate(**inputs, do_sample=True, temperature=temperature, top_p=top_p,
+                                 max_new_tokens=max_new_tokens, num_return_sequences=samples)
+        new = proc.tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        out += [new[i * samples:(i + 1) * samples] for i in range(len(chunk))]
+    return out
+
+
+def _partial(stages: dict[str, str | None], upto: str) -> str:
+    """The candidate text a stage search holds after `upto`: the stages so far in the answer's layout."""
+    keep = STAGE_KINDS[:STAGE_KINDS.index(upto) + 1]
+    return format_trace({k: stages.get(k) or "" for k in keep}) if all(stages.get(k) for k in keep) else ""
+
+
+def examples_from_samples(item: BenchItem, answers: list[str], rng: random.Random) -> tuple[list[Example], Counter]:
+    """Judge and pre-check examples from one item's sampled answers, and a tally of what was right."""
+    good = trace(item.chart, item.question)
+    tally: Counter = Counter()
+    out: list[Example] = []
+    seen: set[tuple[str, str]] = set()
+    for text in answers:
+        stages = parse_stages(text).stages
+        right_answer = bool(stages.get("conclusion")) and score(stages["conclusion"], item.question.answer,
+                                                                list(item.question.choices) if item.question.choices else None)
+        tally["answers"] += 1
+        tally["answers_right"] += right_answer
+        if not right_answer and ("answer", text.strip()) not in seen:
+            seen.add(("answer", text.strip()))
+            out += pair_examples(item, "answer", format_trace(good), text.strip(), None)
+        # each stage is judged after the earlier stages were chosen right (as a search that works sees it)
+        for kind in STAGE_KINDS:
+            body = (stages.get(kind) or "").strip()
+            earlier_right = all((stages.get(k) or "").strip() == good[k] for k in STAGE_KINDS[:STAGE_KINDS.index(kind)])
+            if not earlier_right:
+                break
+            tally[f"{kind}_seen"] += 1
+            if body == good[kind]:
+                tally[f"{kind}_right"] += 1
+                continue
+            if not body or (kind, body) in seen:
+                continue
+            seen.add((kind, body))
+            hint = stage_hint(kind, good) if kind in ("reasoning", "conclusion") else None
+            out += pair_examples(item, kind, good[kind], body, hint)
+            if kind == "reasoning":
+                out.append(Example("check", render_check(good["caption"], body), "incorrect", False))
+                out.append(Example("check", render_check(good["caption"], good["reasoning"]), "correct", False))
+    rng.shuffle(out)
+    return out, tally
+
+
+def _render_to(item: BenchItem, path: Path) -> None:
+    render(item.chart).save(path, optimize=True)
+
+
+def write_onpolicy(out, model_dir, n: int, seed: int, *, samples: int = 4, temperatures: tuple[float, ...] = (1.5,),
+                   top_p: float = 0.95, batch: int = 256, workers: int = 1) -> tuple[Path, Counter]:
+    """OUT/onpolicy.jsonl (+ images) from `n` train-split charts of seed `seed`; each chart is sampled at
+    one of `temperatures` in turn. Returns the file and a tally of rows and of sampled stages right."""
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    items = [make_item(seed, i, split="train") for i in range(n)]
+    paths = [out / "images" / f"{item.id}.png" for item in items]
+    from multiprocessing import get_context
+
+    with get_context("fork").Pool(workers) as pool:
+        pool.starmap(_render_to, [(item, path) for item, path in zip(items, paths)], chunksize=64)
+    tally: Counter = Counter()
+    path = out / "onpolicy.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for t_index, temperature in enumerate(temperatures):
+            picked = list(range(t_index, n, len(temperatures)))
+            answers = sample_answers(model_dir, [items[i] for i in picked], [paths[i] for i in picked],
+                                     samples=samples, temperature=temperature, top_p=top_p, batch=batch,
+                                     seed=seed + t_index)
+            for i, texts in zip(picked, answers):
+                item = items[i]
+                rng = random.Random(f"chartbench-onpolicy:{seed}:{i}")
+                exs, t = examples_from_samples(item, texts, rng)
+                tally.update({f"T{temperature}:{k}": v for k, v in t.items()})
+                for k, ex in enumerate(exs):
+                    tally[ex.kind] += 1
+                    f.write(json.dumps(row(f"{item.id}-p{k}-{ex.kind}", ex, f"images/{item.id}.png")) + "\n")
+    return path, tally
