@@ -127,7 +127,7 @@ class Client:
             usage.cost_uncached_usd += c.cost_usd
         self.tracer.event("llm.call", span_id=new_span_id(), parent_id=current_span.get().span_id,
                           **request.tags, candidate=request.tags.get("candidate", 0) + index,
-                          model=self.model, n=request.n, sample=index,
+                          model=self.model, n=request.n, sample=index, temperature=request.temperature,
                           prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
                           cost_usd=paid, latency_s=round(latency, 4), cache=cache, attempt=attempt,
                           status=status, error=None, finish_reason=c.finish_reason, text=c.text,
@@ -137,7 +137,8 @@ class Client:
                        error: CallError, final: bool) -> None:
         self.tracer.event("llm.call", span_id=new_span_id(), parent_id=current_span.get().span_id,
                           **request.tags, candidate=request.tags.get("candidate", 0) + sample,
-                          model=self.model, n=request.n, sample=sample, prompt_tokens=0,
+                          model=self.model, n=request.n, sample=sample, temperature=request.temperature,
+                          prompt_tokens=0,
                           completion_tokens=0, cost_usd=0.0, latency_s=round(latency, 4), cache="miss",
                           attempt=attempt, status="error" if final else "retry",
                           error=f"{error.kind}: {error}", **self._messages(request))

@@ -108,6 +108,7 @@ class LlmCall(_Event):
     model: str
     n: int
     sample: int
+    temperature: float | None = None  # the request's sampling temperature (judges may run their own)
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float

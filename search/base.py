@@ -21,6 +21,7 @@ class Settings:
     faithful: bool = False        # reproduce the reference's verdict rule exactly
     judge_order: str = "first"    # "both": every comparison asked in both orders (position-debiased)
     judge_logprobs: bool = True   # read verdicts from logprobs where the judge's backend returns them
+    judge_temperature: float | None = None  # judges' and pre-checks' temperature; None: sampling's
     max_sentences: int = 64       # sentence_beam stops here if the CONCLUSION never closes
     sampling: Sampling = Sampling()
 

@@ -265,7 +265,8 @@ class Ops:
                                               image_url=self.image_url)
                     tags = {"judge_attempt": attempt, **({"judge_order": order} if both else {})}
                     request = self._request(messages, 1, (), kind, **tags)
-                    request = _with_role(request, "judge", seed_offset=7919 * (attempt - 1), logprobs=top_k)
+                    request = _with_role(request, "judge", seed_offset=7919 * (attempt - 1), logprobs=top_k,
+                                         temperature=self.settings.judge_temperature)
                     [out] = await self.roles.judge.complete(request)
                     outputs.append(out.text)
                     return out.text, out.logprobs
@@ -292,7 +293,8 @@ class Ops:
                 with tracer.span("check", kind, candidate=(a, b)[i]):
                     caption = inputs.hint if inputs.hint is not None else ("None" if faithful else "")
                     request = self._request(check_messages(caption, inputs.responses[i]), 1, (), kind, checked=i)
-                    request = _with_role(request, "check", seed_offset=0, logprobs=top_k)
+                    request = _with_role(request, "check", seed_offset=0, logprobs=top_k,
+                                         temperature=self.settings.judge_temperature)
                     [out] = await self.roles.judge.complete(request)
                     p_fail = check_failure_probability(out.logprobs) if top_k else None
                     if faithful:
@@ -342,9 +344,13 @@ def _round_of(chosen: Selection, position: int) -> int:
     raise ValueError(f"no verdict at position {position}")
 
 
-def _with_role(request: Request, role: str, seed_offset: int, logprobs: int = 0) -> Request:
+def _with_role(request: Request, role: str, seed_offset: int, logprobs: int = 0,
+               temperature: float | None = None) -> Request:
     """A judge or check request: its own role in traces, (for judge retries) a fresh seed, so a
-    retried verdict is a new sample rather than the cached unparseable one, and the logprobs asked."""
+    retried verdict is a new sample rather than the cached unparseable one, the logprobs asked, and
+    the judge's own temperature where one is set (a judge often runs greedy while candidates are
+    sampled hot)."""
     seed = None if request.seed is None else request.seed + seed_offset
-    return replace(request, seed=seed, logprobs=logprobs, tags={**request.tags, "role": role})
-
+    temperature = request.temperature if temperature is None else temperature
+    return replace(request, seed=seed, logprobs=logprobs, temperature=temperature,
+                   tags={**request.tags, "role": role})

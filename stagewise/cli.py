@@ -139,7 +139,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="sent with every request (providers that support it sample reproducibly) and seeds "
                         "every random choice of selection (tie-breaks, knockout pairs)")
     p.add_argument("--temperature", type=float, default=0.6,
-                   help="sampling temperature of every call, judges' too (the reference's value)")
+                   help="sampling temperature of every call, judges' too unless --judge-temperature "
+                        "(the reference's value)")
+    p.add_argument("--judge-temperature", type=float, default=None,
+                   help="temperature of judge and pre-check calls, e.g. 0 for greedy verdicts while "
+                        "candidates are sampled hot (default: --temperature)")
     p.add_argument("--top-p", type=float, default=0.9,
                    help="nucleus sampling: keep the most likely tokens up to this probability mass "
                         "(the reference's value)")

@@ -24,7 +24,7 @@ from stages.agent import Sampling
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(mode=args.mode, n=args.n, selection=args.selection, faithful=args.faithful,
                     max_sentences=args.max_sentences, judge_order=args.judge_order,
-                    judge_logprobs=args.judge_logprobs == "on",
+                    judge_logprobs=args.judge_logprobs == "on", judge_temperature=args.judge_temperature,
                     sampling=Sampling(args.temperature, args.top_p, args.max_tokens, args.seed))
 
 

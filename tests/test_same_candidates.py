@@ -52,3 +52,13 @@ def test_faithful_still_judges_identical_candidates(tmp_path, fake_server):
     _, traces, judge_calls = _run(tmp_path, fake_server, "--faithful", name="faithful")
     assert judge_calls["summary"] == ITEMS * (N - 1)
     assert not any(v["parse"] == "same" for v in traces if v["event"] == "judge.verdict")
+
+
+def test_judges_sample_at_their_own_temperature(tmp_path, fake_server):
+    """--judge-temperature sets judge and pre-check calls' temperature and leaves generation's alone."""
+    _, traces, _ = _run(tmp_path, fake_server, "--temperature", "1.3", "--judge-temperature", "0", name="cold-judge")
+    calls = [t for t in traces if t["event"] == "llm.call"]
+    by_role = {role: {t["temperature"] for t in calls if t["role"] == role} for role in ("generate", "judge", "check")}
+    assert by_role == {"generate": {1.3}, "judge": {0.0}, "check": {0.0}}
+    _, traces, _ = _run(tmp_path, fake_server, "--temperature", "1.3", name="same-temperature")
+    assert {t["temperature"] for t in traces if t["event"] == "llm.call"} == {1.3}
