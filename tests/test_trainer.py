@@ -229,3 +229,16 @@ def test_two_processes_match_one_at_the_same_global_batch(bases, run_dir, tmp_pa
     assert (two["world_size"], two["grad_accum"], two["global_batch"]) == (2, 8, 32)
     assert two["examples_seen"] == one.run["examples_seen"] == 64
     assert two["losses"] == pytest.approx(one.run["losses"], abs=1e-4)
+
+
+def test_max_minutes_stops_early_and_still_saves_a_servable_model(bases, run_dir, tmp_path):
+    """A run given less time than its steps need stops at the limit, says so, and leaves the model."""
+    out = tmp_path / "out"
+    result = train(cfg(run_dir, bases["llava"], out, max_steps=10_000, max_minutes=1e-6))
+    run = json.loads((out / "run.json").read_text())
+    assert run["stopped_by"] == "time" and run["steps"] == len(run["losses"]) == 1 < 10_000
+    assert run["max_minutes"] == 1e-6
+    reloaded = AutoModelForImageTextToText.from_pretrained(out)
+    image = synth.bar_chart(["blue", "red", "yellow"], [20, 40, 10])
+    assert greedy(reloaded, AutoProcessor.from_pretrained(out), image, synth.QUESTION) == \
+        greedy(result.model, result.processor, image, synth.QUESTION)

@@ -179,7 +179,9 @@ def test_cli_train_checks_usage_before_loading(tmp_path, capsys):
     (tmp_path / "base" / "config.json").write_text("{}")
     common = [str(tmp_path / "run"), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "o")]
     for extra, msg in [(["--merge"], "--merge needs --lora"), (["--max-steps", "0"], "--max-steps"),
-                       (["--resume", str(tmp_path)], "not a checkpoint")]:
+                       (["--resume", str(tmp_path)], "not a checkpoint"),
+                       (["--max-minutes", "0"], "--max-minutes must be positive"),
+                       (["--lr-decay", "1.5"], "--lr-decay must be in (0, 1]")]:
         assert run_cli(["train", *common, *extra]) == 2
         assert msg in capsys.readouterr().err
     assert run_cli(["train", str(tmp_path / "run"), "--base", str(tmp_path), "--out", "o"]) == 2
