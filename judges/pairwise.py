@@ -189,14 +189,23 @@ def judgeable(kind: str, text: str | None, *, faithful: bool = False) -> bool:
 
 
 async def precheck_then_judge(check: Callable[[int], Awaitable[bool]], judge: Callable[[], Awaitable[int]],
-                              *, parallel: bool = False) -> int:
+                              *, parallel: bool = False, symmetric: bool = False) -> int:
     """The reference's reasoning comparison: if candidate 1's check fails, candidate 2 wins
     (candidate 2 is never checked); else if candidate 2's check fails, candidate 1 wins; else the
     pairwise judge decides. Returns 0/1 within the pair.
 
     `check(i)` returns True when candidate i's reasoning was found wrong. `parallel=True` runs both
     checks at once: the same winner, one call sooner, one extra call when candidate 1 fails.
+    `symmetric=True` (stagewise's rule; --faithful keeps the reference's) checks both at once and
+    lets the check decide only when exactly one fails; when both fail or both pass the judge decides.
+    Under the reference's rule a check that fails everything hands every pair to the candidate shown
+    second, a position bias no judge can undo.
     """
+    if symmetric:
+        first, second = await asyncio.gather(check(0), check(1))
+        if first != second:
+            return 1 if first else 0
+        return await judge()
     if parallel:
         first, second = await asyncio.gather(check(0), check(1))
     else:

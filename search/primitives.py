@@ -317,7 +317,7 @@ class Ops:
                 decision.update(parse="same", reason="the two candidates are the same text", outputs=[])
                 local = 0
             elif kind == "reasoning":
-                local = await precheck_then_judge(check, judge)
+                local = await precheck_then_judge(check, judge, symmetric=not faithful)
             else:
                 local = await judge()
             winner = (a, b)[local]

@@ -24,12 +24,8 @@ DEFAULT_ITEMS = 100
 DEFAULT_N = 4
 DEFAULT_SEED = 2026      # benchmarks draw test-split charts; the model was trained on train-split ones
 DEFAULT_MAX_TOKENS = 96  # a whole four-stage answer is ~45 tokens for this model's tokenizer
-# Candidates are sampled hot and judged greedily. The shipped model is sure of itself (training loss
-# ~0.02 nats a token): at the reference's 0.6 its N candidates are nearly always one text, and a search
-# has nothing to choose from (stagewise/model/TRAINING.md has the measurements behind these values).
-DEFAULT_TEMPERATURE = 2.0
-DEFAULT_TOP_P = 0.95
-DEFAULT_JUDGE_TEMPERATURE = 0.0
+DEFAULT_TEMPERATURE = 0.6  # the reference's sampling, judges' too (stagewise/model/TRAINING.md has what a
+DEFAULT_TOP_P = 0.9        # hotter setting does with this model)
 
 
 def available_cores() -> int:
@@ -141,16 +137,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return _fail(f"--{name.replace('_', '-')} must be at least 1")
     out = Path(args.out)
     print(f"stagewise demo: {args.items} fresh chart questions (seed {args.seed}) -> {out}/ITEMS.jsonl; "
-          f"graphs {args.graphs} with N={args.n}, candidates at temperature {args.temperature} (top-p "
-          f"{args.top_p}), judges at {args.judge_temperature}, model hf:{model_dir}, offline, on "
+          f"graphs {args.graphs} with N={args.n}, temperature {args.temperature} (top-p {args.top_p}"
+          f"{'' if args.judge_temperature is None else f', judges at {args.judge_temperature}'}), "
+          f"model hf:{model_dir}, offline, on "
           f"{args.threads} torch thread(s) of {available_cores()} CPU core(s)", flush=True)
     try:
         report = run_demo(out, items=args.items, seed=args.seed, n=args.n, model_dir=model_dir.resolve(),
                           graphs=args.graphs, max_tokens=args.max_tokens, threads=args.threads,
                           progress=not args.no_progress,
                           judge=("--judge-order", args.judge_order, "--judge-logprobs", args.judge_logprobs,
-                                 "--temperature", str(args.temperature), "--top-p", str(args.top_p),
-                                 "--judge-temperature", str(args.judge_temperature)))
+                                 "--temperature", str(args.temperature), "--top-p", str(args.top_p))
+                          + (() if args.judge_temperature is None else
+                             ("--judge-temperature", str(args.judge_temperature))))
     except OutInUse as exc:
         return _fail(str(exc))
     print()
@@ -191,11 +189,11 @@ def register(subparsers) -> None:
     p.add_argument("--judge-logprobs", choices=("on", "off"), default="on",
                    help="as stagewise compare's: verdicts from logprobs, or from the text (default on)")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                   help=f"candidates' sampling temperature (default {DEFAULT_TEMPERATURE}: this model is so sure "
-                        "of itself that cooler samples are nearly always one text)")
-    p.add_argument("--top-p", type=float, default=DEFAULT_TOP_P,
-                   help=f"candidates' nucleus sampling (default {DEFAULT_TOP_P}: cuts the hot tail's garbage)")
-    p.add_argument("--judge-temperature", type=float, default=DEFAULT_JUDGE_TEMPERATURE,
-                   help=f"judges' and pre-checks' temperature (default {DEFAULT_JUDGE_TEMPERATURE}: greedy verdicts)")
+                   help=f"sampling temperature (default {DEFAULT_TEMPERATURE}, the reference's; this model is so "
+                        "sure of itself that its N candidates are then nearly always one text)")
+    p.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help=f"nucleus sampling (default {DEFAULT_TOP_P})")
+    p.add_argument("--judge-temperature", type=float, default=None,
+                   help="judges' and pre-checks' temperature, e.g. 0 for greedy verdicts over hot candidates "
+                        "(default: --temperature)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_demo)

@@ -320,6 +320,28 @@ async def test_precheck_then_judge_follows_reference_order(fails, expected, chec
     assert winner == (0 if expected == "judge" else expected)
 
 
+@pytest.mark.parametrize("fails, expected", [
+    ({0}, 1),            # only candidate 1 fails: candidate 2 wins, no judge
+    ({1}, 0),            # only candidate 2 fails: candidate 1 wins, no judge
+    ({0, 1}, "judge"),   # both fail: the check prefers neither, the judge decides
+    (set(), "judge"),    # neither fails: the judge decides
+])
+async def test_symmetric_precheck_decides_only_when_exactly_one_fails(fails, expected):
+    seen, judge_calls = [], []
+
+    async def check(i):
+        seen.append(i)
+        return i in fails
+
+    async def judge():
+        judge_calls.append(1)
+        return 0
+
+    winner = await precheck_then_judge(check, judge, symmetric=True)
+    assert sorted(seen) == [0, 1] and bool(judge_calls) == (expected == "judge")
+    assert winner == (0 if expected == "judge" else expected)
+
+
 async def test_precheck_parallel_gives_same_winner():
     for fails in ({0}, {1}, {0, 1}, set()):
         async def check(i, fails=fails):
