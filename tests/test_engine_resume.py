@@ -39,7 +39,10 @@ def test_kill_9_then_resume(tmp_path, fake_server_factory):
     assert resumed == {"summary": "hit", "caption": "hit", "reasoning": "miss", "conclusion": "miss"}
     ends = Counter(t["item_id"] for t in traces if t["event"] == "item.end")
     assert all(ends[r["id"]] <= 1 for r in first), "finished items are not run again"
-    assert all(ends[r["id"]] == 1 for r in final if r["id"] not in {f["id"] for f in first})
+    # an item ended by the second run ended once there; it may also have ended in the first, killed
+    # between its item.end event and its row (at most one such item per concurrency slot)
+    second = [r["id"] for r in final if r["id"] not in {f["id"] for f in first}]
+    assert all(ends[i] >= 1 for i in second) and sum(ends[i] - 1 for i in second) <= 4, ends
 
 
 def test_rerun_replays_from_cache_at_no_cost(tmp_path, fake_server):
