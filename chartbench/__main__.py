@@ -5,6 +5,7 @@
     python -m chartbench base OUT                          # the untrained base model (needs torch)
     python -m chartbench score RUN_DIR ITEMS.jsonl         # accuracy per question type vs chance
     python -m chartbench captions RUN_DIR ITEMS.jsonl      # colours and values the captions read right
+    python -m chartbench judges MODEL_DIR --n 100           # the model's judges on known pairs, both orders
 """
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("score", help="accuracy per question type of a run, with chance")
     p.add_argument("run", help="a run DIR (results.jsonl) or compare DIR (one sub-folder per graph)")
     p.add_argument("items")
+    p = sub.add_parser("judges", help="a model's judges on teacher-versus-corruption pairs of test charts, both orders")
+    p.add_argument("model", help="a model folder")
+    p.add_argument("--n", type=int, default=100, help="charts per judge kind (default 100)")
+    p.add_argument("--seed", type=int, default=777)
     p = sub.add_parser("captions", help="share of a run's captions that read the colours and values right")
     p.add_argument("run", help="a run DIR (results.jsonl) or compare DIR (one sub-folder per graph)")
     p.add_argument("items")
@@ -98,6 +103,16 @@ def main(argv=None) -> int:
         out = build(args.out, hidden=args.hidden, layers=args.layers, vision_hidden=args.vision_hidden,
                     vocab_size=args.vocab_size, seed=args.seed)
         print(f"wrote the base model to {out} ({time.time() - t0:.1f} s)")
+    elif args.command == "judges":
+        from chartbench.judgebench import judge_bench
+
+        print("| judge | pairs | accuracy (both orders) | names the second |")
+        print("|---|---|---|---|")
+        for kind, r in judge_bench(args.model, args.n, args.seed).items():
+            if kind == "check":
+                print(f"| reasoning pre-check | {r['checks']} checks | {r['accuracy']:.2f} | – |")
+            else:
+                print(f"| {kind} | {r['pairs']} | {r['accuracy']:.2f} | {r['second_rate']:.2f} |")
     elif args.command == "captions":
         from pathlib import Path
 

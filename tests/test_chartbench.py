@@ -261,3 +261,34 @@ def test_a_trainset_does_not_depend_on_how_many_workers_wrote_it(tmp_path):
     one, _ = trainset.write_trainset(tmp_path / "one", 30, seed=3, workers=1)
     three, _ = trainset.write_trainset(tmp_path / "three", 30, seed=3, workers=3)
     assert one.read_bytes() == three.read_bytes() and not list((tmp_path / "three").glob("train.part*"))
+
+
+def test_caption_scores_count_colours_and_values_per_chart(tmp_path):
+    from chartbench.captions import caption_scores
+
+    items = make_items(40, seed=9)
+    bar, line = next(i for i in items if i.chart.kind == "bar"), next(i for i in items if i.chart.kind == "line")
+    write_items(tmp_path, 0)  # the folder
+    (tmp_path / "ITEMS.jsonl").write_text("".join(json.dumps(i.row(f"images/{i.id}.png")) + "\n" for i in (bar, line)))
+    wrong = teacher.caption(bar.chart).replace(f"is {bar.chart.colours[0]} at",
+                                               f"is {next(c for c in charts.PALETTE if c not in bar.chart.colours)} at")
+    rows = [{"id": bar.id, "stages": {"caption": wrong}}, {"id": line.id, "stages": {"caption": teacher.caption(line.chart)}}]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = caption_scores(tmp_path / "results.jsonl", tmp_path / "ITEMS.jsonl")
+    assert s["bar"] == {"captions": 1, "colours": 0.0, "values": 1.0, "exact": 0.0,
+                        "bars": round((bar.chart.n - 1) / bar.chart.n, 3)}
+    assert s["line"] == {"captions": 1, "colours": 1.0, "values": 1.0, "exact": 1.0}
+    assert s["all"]["colours"] == 0.5
+
+
+def test_judge_bench_asks_every_kind_in_both_orders():
+    pytest.importorskip("torch")
+    from chartbench.judgebench import judge_bench
+    from stagewise.demo import MODEL_DIR
+
+    r = judge_bench(MODEL_DIR, n=3, seed=777)
+    assert set(r) == set(judging.JUDGE_KINDS) | {"check"} and r["check"]["checks"] == 6
+    assert all(r[k]["pairs"] == 3 and 0 <= r[k]["accuracy"] <= 1 and 0 <= r[k]["second_rate"] <= 1
+               for k in judging.JUDGE_KINDS)
+    # the shipped model tells a plan for this question from one for another (1.00 on 60 pairs)
+    assert r["summary"]["accuracy"] == 1.0 and r["summary"]["second_rate"] == 0.5
