@@ -45,7 +45,8 @@ def caption_scores(results, items) -> dict[str, dict]:
         colours, values = read_caption(caption, chart.kind)
         want_colours = list(chart.colours) if chart.kind == "bar" else [chart.line_colour]
         for key in (chart.kind, "all"):
-            t = tally.setdefault(key, dict.fromkeys(("captions", "colours", "values", "exact", "bars", "bar_colours"), 0))
+            t = tally.setdefault(key, dict.fromkeys(
+                ("captions", "colours", "values", "exact", "bars", "bar_colours"), 0))
             t["captions"] += 1
             t["colours"] += colours == want_colours
             t["values"] += values == list(chart.values)

@@ -23,9 +23,9 @@ def _greedy(model, proc, prompts: list[str], images: list, max_new_tokens: int, 
     out = []
     for start in range(0, len(prompts), batch):
         chunk, pics = prompts[start:start + batch], images[start:start + batch]
-        texts = [proc.apply_chat_template([{"role": "user", "content": ([{"type": "image"}] if im is not None else [])
-                                           + [{"type": "text", "text": p}]}], tokenize=False, add_generation_prompt=True)
-                 for p, im in zip(chunk, pics)]
+        texts = [proc.apply_chat_template([{"role": "user", "content": (
+            [{"type": "image"}] if im is not None else []) + [{"type": "text", "text": p}]}],
+            tokenize=False, add_generation_prompt=True) for p, im in zip(chunk, pics)]
         has = [im for im in pics if im is not None]
         inputs = proc(images=[[im] for im in has] if has else None, text=texts, padding=True, padding_side="left",
                       add_special_tokens=False, return_tensors="pt").to(model.device)

@@ -71,8 +71,8 @@ def examples_from_samples(item: BenchItem, answers: list[str], rng: random.Rando
     seen: set[tuple[str, str]] = set()
     for text in answers:
         stages = parse_stages(text).stages
-        right_answer = bool(stages.get("conclusion")) and score(stages["conclusion"], item.question.answer,
-                                                                list(item.question.choices) if item.question.choices else None)
+        choices = list(item.question.choices) if item.question.choices else None
+        right_answer = bool(stages.get("conclusion")) and score(stages["conclusion"], item.question.answer, choices)
         tally["answers"] += 1
         tally["answers_right"] += right_answer
         if not right_answer and ("answer", text.strip()) not in seen:

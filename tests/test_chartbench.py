@@ -272,7 +272,8 @@ def test_caption_scores_count_colours_and_values_per_chart(tmp_path):
     (tmp_path / "ITEMS.jsonl").write_text("".join(json.dumps(i.row(f"images/{i.id}.png")) + "\n" for i in (bar, line)))
     wrong = teacher.caption(bar.chart).replace(f"is {bar.chart.colours[0]} at",
                                                f"is {next(c for c in charts.PALETTE if c not in bar.chart.colours)} at")
-    rows = [{"id": bar.id, "stages": {"caption": wrong}}, {"id": line.id, "stages": {"caption": teacher.caption(line.chart)}}]
+    rows = [{"id": bar.id, "stages": {"caption": wrong}},
+            {"id": line.id, "stages": {"caption": teacher.caption(line.chart)}}]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     s = caption_scores(tmp_path / "results.jsonl", tmp_path / "ITEMS.jsonl")
     assert s["bar"] == {"captions": 1, "colours": 0.0, "values": 1.0, "exact": 0.0,

@@ -60,7 +60,8 @@ def test_demo_end_to_end_on_two_items(tmp_path, capsys):
         for r in rows:  # `correct` scores the answer against chartbench's (this hot, one may not conclude)
             item = items[r["id"]]
             assert r["reference"] == item["answer"], r
-            assert r["correct"] is (r["answer"] is not None and score(r["answer"], item["answer"], item.get("choices"))), r
+            concluded = r["answer"] is not None
+            assert r["correct"] is (concluded and score(r["answer"], item["answer"], item.get("choices"))), r
         assert f"| {graph} |" in printed
         events = [json.loads(line) for line in (out / graph / "traces.jsonl").read_text().splitlines()]
         calls = [e for e in events if e.get("event") == "llm.call"]
