@@ -13,42 +13,22 @@ from collections import Counter
 
 from chartbench.bench import make_item
 from chartbench.charts import render
+from chartbench.generation import generate, load
 from chartbench.judging import JUDGE_KINDS, check_example, judge_examples
 from judges.verdict import check_failed, parse_verdict
 
 
-def _greedy(model, proc, prompts: list[str], images: list, max_new_tokens: int, batch: int) -> list[str]:
-    import torch
-
-    out = []
-    for start in range(0, len(prompts), batch):
-        chunk, pics = prompts[start:start + batch], images[start:start + batch]
-        texts = [proc.apply_chat_template([{"role": "user", "content": (
-            [{"type": "image"}] if im is not None else []) + [{"type": "text", "text": p}]}],
-            tokenize=False, add_generation_prompt=True) for p, im in zip(chunk, pics)]
-        has = [im for im in pics if im is not None]
-        inputs = proc(images=[[im] for im in has] if has else None, text=texts, padding=True, padding_side="left",
-                      add_special_tokens=False, return_tensors="pt").to(model.device)
-        with torch.no_grad():
-            ids = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
-        out += proc.tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    return out
-
-
 def judge_bench(model_dir, n: int = 100, seed: int = 777, batch: int = 32) -> dict[str, dict]:
     """{kind: {pairs, accuracy, second_rate}} for every judge kind, plus "check": {checks, accuracy}."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    proc = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model, proc = load(model_dir)
     rng = random.Random(f"judgebench:{seed}")
     items = [make_item(seed, i) for i in range(n)]  # test-split charts, as benchmarks draw them
     images = [render(item.chart) for item in items]
     result: dict[str, dict] = {}
     for kind in JUDGE_KINDS:
         exs = [(ex, im) for item, im in zip(items, images) for ex in judge_examples(item, kind, rng)]
-        said = _greedy(model, proc, [ex.prompt for ex, _ in exs], [im for _, im in exs], 48, batch)
+        said = generate(model, proc, [ex.prompt for ex, _ in exs], [im for _, im in exs], batch=batch,
+                        do_sample=False, max_new_tokens=48)
         t = Counter()
         for (ex, _), text in zip(exs, said):
             v = parse_verdict(text)
@@ -58,7 +38,8 @@ def judge_bench(model_dir, n: int = 100, seed: int = 777, batch: int = 32) -> di
         result[kind] = {"pairs": t["asked"] // 2, "accuracy": round(t["right"] / t["asked"], 3),
                         "second_rate": round(t["second"] / t["asked"], 3)}
     exs = [check_example(item, rng, wrong=w) for item in items for w in (False, True)]
-    said = _greedy(model, proc, [ex.prompt for ex in exs], [None] * len(exs), 4, batch)
+    said = generate(model, proc, [ex.prompt for ex in exs], [None] * len(exs), batch=batch, do_sample=False,
+                    max_new_tokens=4)
     right = sum(check_failed(text) is (ex.target == "incorrect") for ex, text in zip(exs, said))
     result["check"] = {"checks": len(exs), "accuracy": round(right / len(exs), 3)}
     return result

@@ -17,50 +17,24 @@ from pathlib import Path
 
 from chartbench.bench import BenchItem, make_item
 from chartbench.charts import render
+from chartbench.generation import generate, load
 from chartbench.judging import Example, pair_examples
 from chartbench.teacher import format_trace, trace
 from chartbench.trainset import full_prompt, row
 from judges.pairwise import render_check, stage_hint
 from judges.scorers import score
-from stages.tags import parse_stages
-
-STAGE_KINDS = ("summary", "caption", "reasoning", "conclusion")
+from stages.tags import STAGES, parse_stages
 
 
 def sample_answers(model_dir, items: list[BenchItem], images: list[Path], *, samples: int, temperature: float,
                    top_p: float, max_new_tokens: int = 96, batch: int = 256, seed: int = 0) -> list[list[str]]:
     """`samples` whole answers per item (its chart at `images[i]`) from the four-stage prompt, as
     `--mode full` asks it."""
-    import torch
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    proc = AutoProcessor.from_pretrained(model_dir)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    out: list[list[str]] = []
-    for start in range(0, len(items), batch):
-        chunk = items[start:start + batch]
-        texts = [proc.apply_chat_template([{"role": "user", "content": [
-            {"type": "image"}, {"type": "text", "text": full_prompt(item)}]}], tokenize=False,
-            add_generation_prompt=True) for item in chunk]
-        pictures = [[Image.open(path).convert("RGB")] for path in images[start:start + batch]]
-        inputs = proc(images=pictures, text=texts, padding=True,
-                      padding_side="left", add_special_tokens=False, return_tensors="pt").to(device)
-        torch.manual_seed(seed * 1_000_003 + start)
-        with torch.no_grad():
-            ids = model.generate(**inputs, do_sample=True, temperature=temperature, top_p=top_p,
-                                 max_new_tokens=max_new_tokens, num_return_sequences=samples)
-        new = proc.tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        out += [new[i * samples:(i + 1) * samples] for i in range(len(chunk))]
-    return out
-
-
-def _partial(stages: dict[str, str | None], upto: str) -> str:
-    """The candidate text a stage search holds after `upto`: the stages so far in the answer's layout."""
-    keep = STAGE_KINDS[:STAGE_KINDS.index(upto) + 1]
-    return format_trace({k: stages.get(k) or "" for k in keep}) if all(stages.get(k) for k in keep) else ""
+    model, proc = load(model_dir)
+    new = generate(model, proc, [full_prompt(item) for item in items], images, batch=batch, seed=seed,
+                   num_return_sequences=samples, do_sample=True, temperature=temperature, top_p=top_p,
+                   max_new_tokens=max_new_tokens)
+    return [new[i * samples:(i + 1) * samples] for i in range(len(items))]
 
 
 def examples_from_samples(item: BenchItem, answers: list[str], rng: random.Random) -> tuple[list[Example], Counter]:
@@ -79,9 +53,9 @@ def examples_from_samples(item: BenchItem, answers: list[str], rng: random.Rando
             seen.add(("answer", text.strip()))
             out += pair_examples(item, "answer", format_trace(good), text.strip(), None)
         # each stage is judged after the earlier stages were chosen right (as a search that works sees it)
-        for kind in STAGE_KINDS:
+        for kind in STAGES:
             body = (stages.get(kind) or "").strip()
-            earlier_right = all((stages.get(k) or "").strip() == good[k] for k in STAGE_KINDS[:STAGE_KINDS.index(kind)])
+            earlier_right = all((stages.get(k) or "").strip() == good[k] for k in STAGES[:STAGES.index(kind)])
             if not earlier_right:
                 break
             tally[f"{kind}_seen"] += 1
