@@ -70,19 +70,20 @@ def main(argv=None) -> int:
         path = write_items(args.out, args.n, args.seed)
         print(f"wrote {args.n} items to {path} ({time.time() - t0:.1f} s)")
     elif args.command == "trainset":
+        from chartbench.judging import JUDGE_KINDS
         from chartbench.questions import TYPES
         from chartbench.trainset import Mix, write_trainset
 
-        from chartbench.judging import JUDGE_KINDS
+        def names(text: str | None, known: tuple[str, ...], what: str) -> tuple[str, ...]:
+            """A comma-separated list of `known` names (repeats kept: they weight), or all of them."""
+            chosen = tuple(t.strip() for t in text.split(",") if t.strip()) if text else known
+            unknown = sorted(set(chosen) - set(known))
+            if unknown:
+                parser.error(f"unknown {what}(s) {', '.join(unknown)}; known: {', '.join(known)}")
+            return chosen
 
-        types = tuple(t.strip() for t in args.types.split(",") if t.strip()) if args.types else TYPES
-        unknown = sorted(set(types) - set(TYPES))
-        if unknown:
-            parser.error(f"unknown question type(s) {', '.join(unknown)}; known: {', '.join(TYPES)}")
-        kinds = tuple(k.strip() for k in args.judge_kinds.split(",") if k.strip()) if args.judge_kinds else JUDGE_KINDS
-        unknown = sorted(set(kinds) - set(JUDGE_KINDS))
-        if unknown:
-            parser.error(f"unknown judge kind(s) {', '.join(unknown)}; known: {', '.join(JUDGE_KINDS)}")
+        types = names(args.types, TYPES, "question type")
+        kinds = names(args.judge_kinds, JUDGE_KINDS, "judge kind")
         mix = Mix(judges=args.judges, checks=args.checks, judge_kinds=kinds, both_orders=not args.one_order)
         path, counts = write_trainset(args.out, args.n, args.seed, mix, types, workers=args.workers)
         print(f"wrote {sum(counts.values())} rows ({dict(counts)}) to {path} ({time.time() - t0:.1f} s)")
@@ -114,16 +115,12 @@ def main(argv=None) -> int:
             else:
                 print(f"| {kind} | {r['pairs']} | {r['accuracy']:.2f} | {r['second_rate']:.2f} |")
     elif args.command == "captions":
-        from pathlib import Path
-
         from chartbench.captions import caption_scores
+        from chartbench.score import run_dirs
 
-        run = Path(args.run)
-        runs = [run] if (run / "results.jsonl").is_file() else sorted(d for d in run.iterdir()
-                                                                      if (d / "results.jsonl").is_file())
         print("| run | charts | captions | colours right | values right | whole reading right | bars: colour right |")
         print("|---|---|---|---|---|---|---|")
-        for d in runs:
+        for d in run_dirs(args.run):
             for kind, s in caption_scores(d / "results.jsonl", args.items).items():
                 print(f"| {d.name} | {kind} | {s['captions']} | {s['colours']:.2f} | {s['values']:.2f} | "
                       f"{s['exact']:.2f} | {s.get('bars', float('nan')):.2f} |")

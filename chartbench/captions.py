@@ -7,11 +7,11 @@ in other words reads as wrong.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from chartbench.bench import read_items
+from chartbench.score import rows_by_id
 
 _BAR = re.compile(r"Bar (\d+) is ([a-z]+) at (\d+)\.")
 _POINT = re.compile(r"Point (\d+) is at (\d+)\.")
@@ -31,13 +31,7 @@ def caption_scores(results, items) -> dict[str, dict]:
     """Per chart kind and "all": captions, `colours` (share whose every colour is right), `values`
     (every value right), `exact` (the whole reading right, count included); `bars` adds the share of
     single bars whose colour is right. A missing or error row counts as unread."""
-    rows = {}
-    for line in Path(results).read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        rows[str(r.get("id"))] = r
+    rows = rows_by_id(Path(results))
     tally: dict[str, dict[str, int]] = {}
     for item in read_items(items):
         chart = item.chart

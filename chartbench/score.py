@@ -8,7 +8,8 @@ from pathlib import Path
 from chartbench.bench import read_items
 
 
-def _rows(results: Path) -> dict[str, dict]:
+def rows_by_id(results: Path) -> dict[str, dict]:
+    """A results.jsonl's rows by id (an unreadable line is skipped)."""
     out = {}
     for line in results.read_text(encoding="utf-8").splitlines():
         try:
@@ -21,7 +22,7 @@ def _rows(results: Path) -> dict[str, dict]:
 
 def score_run(results, items) -> dict[str, dict]:
     """{type: {"n", "correct", "accuracy", "chance"}} plus "all"; a missing or error row counts wrong."""
-    rows = _rows(Path(results))
+    rows = rows_by_id(Path(results))
     acc: dict[str, list] = defaultdict(lambda: [0, 0, 0.0])
     for item in read_items(items):
         for key in (item.question.qtype, "all"):
@@ -33,13 +34,17 @@ def score_run(results, items) -> dict[str, dict]:
             for k, (n, c, ch) in sorted(acc.items(), key=lambda kv: (kv[0] == "all", kv[0]))}
 
 
-def score_runs(run, items) -> dict[str, dict[str, dict]]:
-    """{graph or run name: score_run(...)} for a run DIR or a compare DIR of graph sub-folders."""
+def run_dirs(run) -> list[Path]:
+    """[DIR] for a run DIR, or a compare DIR's graph sub-folders (each with a results.jsonl)."""
     run = Path(run)
     if (run / "results.jsonl").is_file():
-        return {run.name: score_run(run / "results.jsonl", items)}
-    return {d.name: score_run(d / "results.jsonl", items) for d in sorted(run.iterdir())
-            if (d / "results.jsonl").is_file()}
+        return [run]
+    return [d for d in sorted(run.iterdir()) if (d / "results.jsonl").is_file()]
+
+
+def score_runs(run, items) -> dict[str, dict[str, dict]]:
+    """{graph or run name: score_run(...)} for a run DIR or a compare DIR of graph sub-folders."""
+    return {d.name: score_run(d / "results.jsonl", items) for d in run_dirs(run)}
 
 
 def table(scores: dict[str, dict[str, dict]], order: list[str] | None = None) -> str:
