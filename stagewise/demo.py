@@ -52,15 +52,16 @@ def _fail(msg: str) -> int:
 
 
 def compare_args(items: Path, out: Path, model: str, *, n: int, seed: int, max_tokens: int,
-                 graphs: str = GRAPHS, progress: bool = True, judge: tuple[str, ...] = ()) -> argparse.Namespace:
+                 graphs: str = GRAPHS, progress: bool = True, options: tuple[str, ...] = ()) -> argparse.Namespace:
     """What `stagewise compare` parses for this run: its own defaults (so a new option needs no change
-    here) with the demo's choices; stagewise.jobs reads these."""
+    here) with the demo's choices and `options` (more compare flags: judge order, temperatures);
+    stagewise.jobs reads these."""
     from stagewise.cli import build_parser
 
     argv = ["compare", str(items), "--out", str(out), "--model", model, "--graphs", graphs, "--n", str(n),
             "--seed", str(seed), "--max-tokens", str(max_tokens), "--timeout", "600", "--max-retries", "1",
             "--mode", "full"]  # full: the hf backend continues the chosen prefix, as the model was trained
-    args = build_parser().parse_args(argv + list(judge) + ([] if progress else ["--no-progress"]))
+    args = build_parser().parse_args(argv + list(options) + ([] if progress else ["--no-progress"]))
     args.api_base = args.judge_api_base = None  # in-process: no server, whatever the environment says
     return args
 
@@ -97,7 +98,7 @@ def limit_threads(threads: int) -> None:
 
 def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED, n: int = DEFAULT_N,
              model_dir: Path = MODEL_DIR, graphs: str = GRAPHS, max_tokens: int = DEFAULT_MAX_TOKENS,
-             threads: int = DEFAULT_THREADS, progress: bool = True, judge: tuple[str, ...] = ()) -> dict:
+             threads: int = DEFAULT_THREADS, progress: bool = True, options: tuple[str, ...] = ()) -> dict:
     """Generate the benchmark into OUT, compare the graphs on it; returns the report plus
     `by_type` (chartbench.score) and `wall_s`."""
     for key, value in OFFLINE_ENV.items():
@@ -113,7 +114,7 @@ def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED,
     out.mkdir(parents=True, exist_ok=True)
     items_path = write_items(out, items, seed)
     args = compare_args(items_path, out, f"hf:{model_dir}", n=n, seed=seed, max_tokens=max_tokens,
-                        graphs=graphs, progress=progress, judge=judge)
+                        graphs=graphs, progress=progress, options=options)
     report = run(run_compare(args))
     names = [g.strip() for g in graphs.split(",") if g.strip()]
     by_type = score_runs(out, items_path)
@@ -145,7 +146,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         report = run_demo(out, items=args.items, seed=args.seed, n=args.n, model_dir=model_dir.resolve(),
                           graphs=args.graphs, max_tokens=args.max_tokens, threads=args.threads,
                           progress=not args.no_progress,
-                          judge=("--judge-order", args.judge_order, "--judge-logprobs", args.judge_logprobs,
+                          options=("--judge-order", args.judge_order, "--judge-logprobs", args.judge_logprobs,
                                  "--temperature", str(args.temperature), "--top-p", str(args.top_p))
                           + (() if args.judge_temperature is None else
                              ("--judge-temperature", str(args.judge_temperature))))

@@ -298,13 +298,9 @@ def test_stage_hint_rules():
 
 # --- reasoning comparison order ------------------------------------------------------------------
 
-@pytest.mark.parametrize("fails, expected, checked, judged", [
-    ({0}, 1, [0], False),             # candidate 1 fails: candidate 2 wins, never checked
-    ({1}, 0, [0, 1], False),          # candidate 2 fails: candidate 1 wins
-    ({0, 1}, 1, [0], False),          # both would fail: the first check decides
-    (set(), "judge", [0, 1], True),   # neither fails: the pairwise judge decides
-])
-async def test_precheck_then_judge_follows_reference_order(fails, expected, checked, judged):
+async def _compare_recorded(fails: set[int], **rule) -> tuple[int, list[int], bool]:
+    """(winner, candidates checked in order, whether the judge was asked) of one reasoning comparison
+    whose check fails exactly the candidates in `fails` and whose judge names candidate 1."""
     seen, judge_calls = [], []
 
     async def check(i):
@@ -315,8 +311,19 @@ async def test_precheck_then_judge_follows_reference_order(fails, expected, chec
         judge_calls.append(1)
         return 0
 
-    winner = await precheck_then_judge(check, judge)
-    assert seen == checked and bool(judge_calls) == judged
+    winner = await precheck_then_judge(check, judge, **rule)
+    return winner, seen, bool(judge_calls)
+
+
+@pytest.mark.parametrize("fails, expected, checked, judged", [
+    ({0}, 1, [0], False),             # candidate 1 fails: candidate 2 wins, never checked
+    ({1}, 0, [0, 1], False),          # candidate 2 fails: candidate 1 wins
+    ({0, 1}, 1, [0], False),          # both would fail: the first check decides
+    (set(), "judge", [0, 1], True),   # neither fails: the pairwise judge decides
+])
+async def test_precheck_then_judge_follows_reference_order(fails, expected, checked, judged):
+    winner, seen, judge_asked = await _compare_recorded(fails)
+    assert seen == checked and judge_asked == judged
     assert winner == (0 if expected == "judge" else expected)
 
 
@@ -327,18 +334,8 @@ async def test_precheck_then_judge_follows_reference_order(fails, expected, chec
     (set(), "judge"),    # neither fails: the judge decides
 ])
 async def test_symmetric_precheck_decides_only_when_exactly_one_fails(fails, expected):
-    seen, judge_calls = [], []
-
-    async def check(i):
-        seen.append(i)
-        return i in fails
-
-    async def judge():
-        judge_calls.append(1)
-        return 0
-
-    winner = await precheck_then_judge(check, judge, symmetric=True)
-    assert sorted(seen) == [0, 1] and bool(judge_calls) == (expected == "judge")
+    winner, seen, judge_asked = await _compare_recorded(fails, symmetric=True)
+    assert sorted(seen) == [0, 1] and judge_asked == (expected == "judge")
     assert winner == (0 if expected == "judge" else expected)
 
 
