@@ -15,9 +15,6 @@ from chartbench.questions import LETTERS, TYPES, Question, kind_of
 from chartbench.teacher import SUMMARIES, Solution, caption, solve, summary
 
 CAPTION_ERRORS = ("value", "colour", "drop", "swap")
-# Questions whose reasoning looks one value up by name: half their wrong reasonings take another
-# bar's (or point's) value, the mistake the trained model makes (TRAINING.md), half a value not shown.
-BORROWING = ("bar_value", "bar_difference", "line_value")
 
 
 def _other_value(chart: Chart, rng: random.Random, i: int | None = None) -> int:
@@ -33,16 +30,11 @@ def misread(chart: Chart, rng: random.Random, error: str | None = None, index: i
     options = ["value", "swap"] + (["colour"] if chart.kind == "bar" else [])
     if chart.n > (MIN_ITEMS if chart.kind == "bar" else 3):
         options.append("drop")
-    if error == "borrow":  # only on request: a reasoning's slip, not a caption's
-        options.append("borrow")
     error = error if error in options else rng.choice(options)
     values, colours = list(chart.values), list(chart.colours)
     i = index if index is not None else rng.randrange(chart.n)
     if error == "value":
         values[i] = _other_value(chart, rng, i)
-    elif error == "borrow":  # value i read from another bar or point: the lookup that picked the wrong one
-        k = rng.choice([k for k in range(chart.n) if k != i])
-        values[i], values[k] = values[k], values[i]
     elif error == "colour":
         colours[i] = rng.choice([c for c in PALETTE if c not in colours])
     elif error == "drop":
@@ -92,8 +84,7 @@ def wrong_solution(chart: Chart, q: Question, rng: random.Random) -> Solution:
     tries = []
     if q.qtype not in ("bar_count", "line_count"):
         for _ in range(4):
-            error = "borrow" if q.qtype in BORROWING and rng.random() < 0.5 else "value"
-            seen = misread(chart, rng, error, rng.choice(_relevant(q, chart)))
+            seen = misread(chart, rng, "value", rng.choice(_relevant(q, chart)))
             tries.append(solve(seen, q))
     tries.append(solve(chart, q, slip=True))
     rng.shuffle(tries)

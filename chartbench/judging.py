@@ -3,8 +3,7 @@
 Each pairwise example is one comparison the graphs make (judges.pairwise.render_judge with the same
 question text, hint and response bodies the engine extracts), between the teacher's stage and a
 corrupted one, in random order; the target is the reference's format, "Since [reason], I choose
-response [1/2].", with a reason naming the decisive fact (for questions that name bars, first a quote of
-the caption: teacher.evidence). Pre-check examples are the text-only
+response [1/2].", with a reason naming the decisive fact. Pre-check examples are the text-only
 check_reasoning prompt with the caption as "Given Information"; the target is "correct" or
 "incorrect". Kinds: summary, caption, reasoning, conclusion (stage_beam) and answer (best_of_n).
 """
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 
 from chartbench.bench import BenchItem
 from chartbench.corrupt import corrupt_answer, wrong_caption, wrong_conclusion, wrong_solution, wrong_summary
-from chartbench.teacher import evidence, format_trace, solve, trace
+from chartbench.teacher import format_trace, solve, trace
 from judges.pairwise import render_check, render_judge, stage_hint
 from stages.agent import question_text
 
@@ -76,13 +75,12 @@ def decisive_reason(item: BenchItem, kind: str) -> str:
         return "response {w} outlines the steps this question needs"
     if kind == "caption":
         return f"the image shows {reading(item)}"
-    right, quote = solve(chart, q), evidence(chart, q)
     if kind == "reasoning":
-        return f"{quote} and {right.key}" if quote else right.key
+        return solve(chart, q).key
     if kind == "conclusion":
-        return f"the reasoning gives {right.answer}"
+        return f"the reasoning gives {solve(chart, q).answer}"
     if kind == "answer":
-        return f"{quote or 'the image shows ' + reading(item)} and the answer is {right.answer}"
+        return f"the image shows {reading(item)} and the answer is {solve(chart, q).answer}"
     raise ValueError(f"unknown judge kind {kind!r}")
 
 

@@ -134,20 +134,6 @@ def solve(chart: Chart, q: Question, slip: bool = False) -> Solution:
                     f"{key}, option {letter}")
 
 
-def evidence(chart: Chart, q: Question) -> str | None:
-    """What a judge quotes from the caption before it decides, for the questions that name bars:
-    "the caption says red at 3". The words after the colour are the caption's own ("red at 3"), so
-    finding the value is a copy of what follows the colour in the caption: the judge checks the lookup
-    by quoting instead of redoing it the way the reasoning did ("the red bar reaches 3"). None for
-    the other types, whose reasoning is already a comparison of the caption's numbers."""
-    c, v, p = chart.colours, chart.values, q.params
-    if q.qtype == "bar_value":
-        return f"the caption says {c[p['i']]} at {v[p['i']]}"
-    if q.qtype == "bar_difference":
-        return f"the caption says {c[p['i']]} at {v[p['i']]} and {c[p['j']]} at {v[p['j']]}"
-    return None
-
-
 def trace(chart: Chart, q: Question) -> dict[str, str]:
     """The correct four stages (bodies, lower-case stage names as stagewise uses them)."""
     s = solve(chart, q)
