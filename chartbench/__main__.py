@@ -6,6 +6,7 @@
     python -m chartbench score RUN_DIR ITEMS.jsonl         # accuracy per question type vs chance
     python -m chartbench captions RUN_DIR ITEMS.jsonl      # colours and values the captions read right
     python -m chartbench judges MODEL_DIR --n 100           # the model's judges on known pairs, both orders
+    python -m chartbench lookup MODEL_DIR --n 150           # does it find a value in its own caption?
 """
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ def main(argv=None) -> int:
     p.add_argument("model", help="a model folder")
     p.add_argument("--n", type=int, default=100, help="charts per judge kind (default 100)")
     p.add_argument("--seed", type=int, default=777)
+    p = sub.add_parser("lookup", help="the model finding a value in its own (teacher-forced) caption, by colour "
+                       "and by position, and whether it reads the caption or the picture")
+    p.add_argument("model", help="a model folder")
+    p.add_argument("--n", type=int, default=150, help="items per question type (default 150)")
+    p.add_argument("--seed", type=int, default=99)
     p = sub.add_parser("captions", help="share of a run's captions that read the colours and values right")
     p.add_argument("run", help="a run DIR (results.jsonl) or compare DIR (one sub-folder per graph)")
     p.add_argument("items")
@@ -114,6 +120,15 @@ def main(argv=None) -> int:
                 print(f"| reasoning pre-check | {r['checks']} checks | {r['accuracy']:.2f} | – |")
             else:
                 print(f"| {kind} | {r['pairs']} | {r['accuracy']:.2f} | {r['second_rate']:.2f} |")
+    elif args.command == "lookup":
+        from chartbench.lookup import lookup_bench
+
+        print("| question | value named by | items | right (teacher-forced) | chance | with the caption's values "
+              "shuffled: names the caption's | names the picture's |")
+        print("|---|---|---|---|---|---|---|")
+        for qtype, r in lookup_bench(args.model, args.n, args.seed).items():
+            print(f"| {qtype} | {r['by']} | {r['items']} | {r['right']:.2f} | {r['chance']:.2f} | "
+                  f"{r['follows_caption']:.2f} | {r['follows_image']:.2f} |")
     elif args.command == "captions":
         from chartbench.captions import caption_scores
         from chartbench.score import run_dirs

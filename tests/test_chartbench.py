@@ -293,3 +293,20 @@ def test_judge_bench_asks_every_kind_in_both_orders():
                for k in judging.JUDGE_KINDS)
     # the shipped model tells a plan for this question from one for another (1.00 on 60 pairs)
     assert r["summary"]["accuracy"] == 1.0 and r["summary"]["second_rate"] == 0.5
+
+
+def test_lookup_bench_cuts_the_teacher_answer_just_before_the_looked_up_value():
+    pytest.importorskip("torch")
+    from chartbench.lookup import LOOKUPS, _prefix, lookup_bench
+    from stagewise.demo import MODEL_DIR
+
+    for item in make_items(40, seed=5, types=tuple(LOOKUPS)):
+        full = teacher.format_trace(teacher.trace(item.chart, item.question))
+        cut = _prefix(full, item.question.answer)
+        assert full[len(cut):].startswith(f"{item.question.answer}. </REASONING>") and "<REASONING>" in cut
+    r = lookup_bench(MODEL_DIR, n=8, seed=99)
+    assert set(r) == set(LOOKUPS) and all(r[t]["items"] == 8 for t in LOOKUPS)
+    assert all(0 <= r[t][k] <= 1 for t in LOOKUPS for k in ("right", "chance", "follows_caption", "follows_image"))
+    # the shipped model finds a point by its position every time (1.00 of 150 in TRAINING.md), so the
+    # probe's prompt and cut are the ones it was trained on
+    assert r["line_value"]["right"] == 1.0
