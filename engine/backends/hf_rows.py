@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.backends.token_healing import Healing, restrict, strip_healed
 from engine.types import Completion, Request
 
 
@@ -19,6 +20,7 @@ class Prompt:
     images: list[Any] = field(default_factory=list)       # PIL images, in order
     keys: list[str] = field(default_factory=list)         # their cache keys
     extra: dict[str, Any] = field(default_factory=dict)   # other processor outputs (pixels, masks)
+    healed: str = ""                 # text given back by token healing (token_healing.py)
 
 
 @dataclass
@@ -33,10 +35,14 @@ class RowSampler:
     sample index) and hands generate a one-hot row, so greedy search returns it; temperature-0 rows
     pass through (greedy). Rows therefore never share random state, whatever the batch. A row whose
     request asks for logprobs gets, per step, the top alternatives of the model's own distribution
-    (before temperature and top-p), as OpenAI-compatible servers return them."""
+    (before temperature and top-p), as OpenAI-compatible servers return them. A row whose prompt
+    gave text back (token healing) first draws only tokens that spell that text again."""
 
-    def __init__(self, torch, rows: list[Row]):
+    def __init__(self, torch, rows: list[Row], healing: Healing | None = None):
         self.torch = torch
+        self.healing = healing
+        self.left = [r.prompt.healed for r in rows]  # given-back text still to be spelled, per row
+        self.steps = 0
         self.rows = [(r.request.temperature, r.request.top_p) for r in rows]
         self.top_k = [r.request.logprobs for r in rows]
         self.top: list[list[tuple[list[int], list[float]]]] = [[] for _ in rows]  # per row, per step
@@ -47,6 +53,14 @@ class RowSampler:
 
     def __call__(self, input_ids, scores):
         torch = self.torch
+        if self.healing and any(self.left):
+            scores = scores.clone()
+            for i, left in enumerate(self.left):
+                if left and self.steps:
+                    left = self.left[i] = self.healing.after(left, int(input_ids[i, -1]))
+                if left:
+                    restrict(scores, i, self.healing.allowed(left))
+        self.steps += 1
         out = scores.clone()
         for i, k in enumerate(self.top_k):
             if k:
@@ -75,6 +89,7 @@ class RowStop:
         self.stops = [tuple(s for s in r.request.stop if s) for r in rows]
         self.window = [max((len(s) for s in st), default=0) + 4 for st in self.stops]
         self.ended: list[tuple[int, str] | None] = [None] * len(rows)  # (tokens, finish reason)
+        self.healed = [r.prompt.healed for r in rows]
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
@@ -94,6 +109,8 @@ class RowStop:
     def _tail(self, row, i: int, made: int) -> str:
         """The last few tokens as text: a stop string ends in the newest token, and every token
         spells at least one character, so its length (+ a margin) in tokens is enough."""
+        if self.healed[i]:  # the given-back text is not new: look for stops after it
+            return strip_healed(self.tokenizer.decode(row[-made:], skip_special_tokens=True), self.healed[i])
         return self.tokenizer.decode(row[-min(made, self.window[i]):], skip_special_tokens=True)
 
     def completion(self, i: int, tokens: list[int], prompt_tokens: int,
@@ -111,7 +128,8 @@ class RowStop:
                     text = decode(t)
                     alternatives[text] = max(alternatives.get(text, float("-inf")), v)
                 logprobs.append((decode(token), alternatives))
-        text = self.tokenizer.decode([t for t in tokens if t not in self.eos], skip_special_tokens=True)
+        text = strip_healed(self.tokenizer.decode([t for t in tokens if t not in self.eos], skip_special_tokens=True),
+                            self.healed[i])
         cut = [text.find(s) for s in self.stops[i] if s in text]
         if cut:
             text, reason = text[:min(cut)], "stop"

@@ -9,6 +9,7 @@ from typing import Any
 from engine import pricing
 from engine.backends.chat_images import split_images
 from engine.backends.hf_rows import Prompt, Row, RowSampler, RowStop
+from engine.backends.token_healing import Healing
 from engine.errors import BadRequest, CallError, ServerError
 from engine.types import Completion, Request
 
@@ -51,6 +52,7 @@ class Runner:
         pad = self.tokenizer.pad_token_id
         self.pad = pad if pad is not None else (getattr(gen, "pad_token_id", None) or min(self.eos or {0}))
         self.vision = self._vision_path() if vlm and self.processor is not None else "none"
+        self.healing = Healing(self.tokenizer)
         self.features: OrderedDict[str, Any] = OrderedDict()
         self.image_cache = max(0, image_cache)
         if self.vision == "mllama":
@@ -119,13 +121,16 @@ class Runner:
         cont = request.continue_final and messages and messages[-1].get("role") == "assistant"
         text = source.apply_chat_template(messages, tokenize=False, add_generation_prompt=not cont,
                                           continue_final_message=bool(cont))
+        healed = ""
+        if cont:
+            text, healed = self.healing.split(text)
         if self.processor is not None:
             enc = self.processor(text=[text], images=[images] if images else None, return_tensors="pt",
                                  add_special_tokens=False)
         else:
             enc = self.tokenizer([text], return_tensors="pt", add_special_tokens=False)
         extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
-        return Prompt(text, enc["input_ids"][0], images, keys, extra)
+        return Prompt(text, enc["input_ids"][0], images, keys, extra, healed)
 
     def generate(self, rows: list[Row]) -> list[Completion]:
         torch = self.torch
@@ -134,7 +139,7 @@ class Runner:
         kwargs = self._inputs(rows)
         start = kwargs["input_ids"].shape[1]
         stop = RowStop(rows, start, self.tokenizer, self.eos)
-        sampler = RowSampler(torch, rows)
+        sampler = RowSampler(torch, rows, self.healing)
         config = GenerationConfig(max_new_tokens=max(r.request.max_tokens for r in rows), do_sample=False,
                                   eos_token_id=sorted(self.eos) or None, pad_token_id=self.pad)
         with torch.inference_mode():
