@@ -9,9 +9,11 @@ and the completion drops the given-back text.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 GIVE_BACK = 3  # tokens given back; enough to reach the start of a token that spans the cut
+REMEMBERED = 4096  # texts whose allowed tokens are kept (most recently used): a long job's prefixes all differ
 
 
 class Healing:
@@ -21,7 +23,7 @@ class Healing:
         self.tokenizer = tokenizer
         self.special = set(getattr(tokenizer, "all_special_ids", []) or [])
         self._texts: list[str] | None = None
-        self._allowed: dict[str, list[int]] = {}
+        self._allowed: OrderedDict[str, list[int]] = OrderedDict()
 
     @property
     def texts(self) -> list[str]:
@@ -43,10 +45,15 @@ class Healing:
 
     def allowed(self, left: str) -> list[int]:
         """Ids of the tokens that may come next while `left` is still to be spelled."""
-        if left not in self._allowed:
-            self._allowed[left] = [i for i, t in enumerate(self.texts) if t and i not in self.special
-                                   and (t.startswith(left) or left.startswith(t))]
-        return self._allowed[left]
+        if left in self._allowed:
+            self._allowed.move_to_end(left)
+            return self._allowed[left]
+        ids = [i for i, t in enumerate(self.texts) if t and i not in self.special
+               and (t.startswith(left) or left.startswith(t))]
+        self._allowed[left] = ids
+        if len(self._allowed) > REMEMBERED:
+            self._allowed.popitem(last=False)
+        return ids
 
     def after(self, left: str, token: int) -> str:
         """What is still to be spelled once `token` came."""
