@@ -15,6 +15,14 @@ def load(model_dir):
     return model, AutoProcessor.from_pretrained(model_dir)
 
 
+def chat_text(proc, prompt: str, image: bool) -> str:
+    """The model's input text for one user turn (the image first, as the hf backend and the trainer
+    lay it out), ready for the assistant's reply."""
+    content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": prompt}]
+    return proc.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                    add_generation_prompt=True)
+
+
 def generate(model, proc, prompts: list[str], images: list, *, batch: int, seed: int | None = None,
              num_return_sequences: int = 1, **sampling) -> list[str]:
     """The new text of each prompt (`num_return_sequences` in a row per prompt); `images[i]` is a PIL
@@ -26,9 +34,7 @@ def generate(model, proc, prompts: list[str], images: list, *, batch: int, seed:
     out: list[str] = []
     for start in range(0, len(prompts), batch):
         chunk = list(zip(prompts[start:start + batch], images[start:start + batch]))
-        texts = [proc.apply_chat_template([{"role": "user", "content": (
-            [{"type": "image"}] if im is not None else []) + [{"type": "text", "text": p}]}],
-            tokenize=False, add_generation_prompt=True) for p, im in chunk]
+        texts = [chat_text(proc, p, im is not None) for p, im in chunk]
         pictures = [[im if isinstance(im, Image.Image) else Image.open(im).convert("RGB")]
                     for _, im in chunk if im is not None]
         inputs = proc(images=pictures or None, text=texts, padding=True, padding_side="left",

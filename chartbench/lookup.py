@@ -16,8 +16,7 @@ from dataclasses import replace
 
 from chartbench.bench import make_items
 from chartbench.charts import render
-from chartbench.generation import load
-from chartbench.questions import kind_of
+from chartbench.generation import chat_text, load
 from chartbench.teacher import format_trace, trace
 from chartbench.trainset import full_prompt
 
@@ -37,12 +36,10 @@ def lookup_bench(model_dir, n: int = 150, seed: int = 99) -> dict[str, dict]:
     model, proc = load(model_dir)
     rng = random.Random(f"lookup:{seed}")
 
-    def next_token(item, chart_shown, chart_written) -> str:
-        text = proc.apply_chat_template([{"role": "user", "content": [
-            {"type": "image"}, {"type": "text", "text": full_prompt(item)}]}], tokenize=False, add_generation_prompt=True)
+    def next_token(item, picture, chart_written) -> str:
         written = format_trace(trace(chart_written, item.question))
         answer = str(chart_written.values[item.question.params["i"]])
-        inputs = proc(images=[[render(chart_shown)]], text=[text + _prefix(written, answer)],
+        inputs = proc(images=[[picture]], text=[chat_text(proc, full_prompt(item), True) + _prefix(written, answer)],
                       add_special_tokens=False, return_tensors="pt").to(model.device)
         with torch.no_grad():
             logits = model(**inputs).logits[0, -1]
@@ -53,15 +50,16 @@ def lookup_bench(model_dir, n: int = 150, seed: int = 99) -> dict[str, dict]:
         t = Counter()
         for item in make_items(n, seed, types=(qtype,)):  # test-split charts, values distinct
             chart, i = item.chart, item.question.params["i"]
-            t["right"] += next_token(item, chart, chart) == str(chart.values[i])
+            picture = render(chart)
+            t["right"] += next_token(item, picture, chart) == str(chart.values[i])
             shuffled = list(chart.values)
             while shuffled[i] == chart.values[i]:
                 rng.shuffle(shuffled)
-            said = next_token(item, chart, replace(chart, values=tuple(shuffled)))
+            said = next_token(item, picture, replace(chart, values=tuple(shuffled)))
             t["caption"] += said == str(shuffled[i])
             t["image"] += said == str(chart.values[i])
             t["chance"] += 1 / chart.n  # a uniform pick among the values the caption holds
-        result[qtype] = {"items": n, "by": by, "kind": kind_of(qtype), "right": round(t["right"] / n, 3),
+        result[qtype] = {"items": n, "by": by, "right": round(t["right"] / n, 3),
                          "chance": round(t["chance"] / n, 3), "follows_caption": round(t["caption"] / n, 3),
                          "follows_image": round(t["image"] / n, 3)}
     return result
