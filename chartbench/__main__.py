@@ -60,8 +60,8 @@ def main(argv=None) -> int:
     p.add_argument("model", help="a model folder")
     p.add_argument("--n", type=int, default=100, help="charts per judge kind (default 100)")
     p.add_argument("--seed", type=int, default=777)
-    p = sub.add_parser("lookup", help="the model finding a value in its own (teacher-forced) caption, by colour "
-                       "and by position, and whether it reads the caption or the picture")
+    p = sub.add_parser("lookup", help="the model finding a value in a (teacher's) caption while it writes the "
+                       "reasoning, by colour and by position, and whether it reads the caption or the picture")
     p.add_argument("model", help="a model folder")
     p.add_argument("--n", type=int, default=150, help="items per question type (default 150)")
     p.add_argument("--seed", type=int, default=99)
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     elif args.command == "lookup":
         from chartbench.lookup import lookup_bench
 
-        print("| question | value named by | items | right (teacher-forced) | chance | with the caption's values "
+        print("| question | value named by | items | right (on the teacher's caption) | chance | with the caption's values "
               "shuffled: names the caption's | names the picture's |")
         print("|---|---|---|---|---|---|---|")
         for qtype, r in lookup_bench(args.model, args.n, args.seed).items():

@@ -24,17 +24,18 @@ def chat_text(proc, prompt: str, image: bool) -> str:
 
 
 def generate(model, proc, prompts: list[str], images: list, *, batch: int, seed: int | None = None,
-             num_return_sequences: int = 1, **sampling) -> list[str]:
+             num_return_sequences: int = 1, starts: list[str] | None = None, **sampling) -> list[str]:
     """The new text of each prompt (`num_return_sequences` in a row per prompt); `images[i]` is a PIL
-    image, a path, or None for a text-only prompt. `seed` reseeds before each batch, so a batch's
-    samples do not depend on the batches before it."""
+    image, a path, or None for a text-only prompt; `starts[i]`, the start of the reply to continue.
+    `seed` reseeds before each batch, so a batch's samples do not depend on the batches before it."""
     import torch
     from PIL import Image
 
     out: list[str] = []
     for start in range(0, len(prompts), batch):
         chunk = list(zip(prompts[start:start + batch], images[start:start + batch]))
-        texts = [chat_text(proc, p, im is not None) for p, im in chunk]
+        texts = [chat_text(proc, p, im is not None) + (starts[start + k] if starts else "")
+                 for k, (p, im) in enumerate(chunk)]
         pictures = [[im if isinstance(im, Image.Image) else Image.open(im).convert("RGB")]
                     for _, im in chunk if im is not None]
         inputs = proc(images=pictures or None, text=texts, padding=True, padding_side="left",

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from chartbench.bench import BenchItem
 from chartbench.corrupt import corrupt_answer, wrong_caption, wrong_conclusion, wrong_solution, wrong_summary
-from chartbench.teacher import format_trace, solve, trace
+from chartbench.teacher import SCANNED, format_trace, solve, trace
 from judges.pairwise import render_check, render_judge, stage_hint
 from stages.agent import question_text
+from stages.tags import parse_stages
 
 JUDGE_KINDS = ("summary", "caption", "reasoning", "conclusion", "answer")
 
@@ -58,8 +59,12 @@ def judge_examples(item: BenchItem, kind: str, rng: random.Random, both_orders: 
         wrong = wrong_solution(chart, q, rng).reasoning
     elif kind == "conclusion":
         wrong = wrong_conclusion(chart, q, rng)
-    elif kind == "answer":
-        wrong = format_trace(corrupt_answer(chart, q, rng))
+    elif kind == "answer":  # one that concludes otherwise where it can: a search never needs to tell apart
+        for _ in range(4):  # two answers that agree, and the verdict quotes both conclusions
+            bad = corrupt_answer(chart, q, rng)
+            if bad["conclusion"] != good["conclusion"]:
+                break
+        wrong = format_trace(bad)
     else:
         raise ValueError(f"unknown judge kind {kind!r}")
     right = format_trace(good) if kind == "answer" else good[kind]
@@ -80,7 +85,9 @@ def decisive_reason(item: BenchItem, kind: str) -> str:
     if kind == "conclusion":
         return f"the reasoning gives {solve(chart, q).answer}"
     if kind == "answer":
-        return f"the image shows {reading(item)} and the answer is {solve(chart, q).answer}"
+        s = solve(chart, q)
+        via = f"; {s.key}, so" if q.qtype in SCANNED else " and"  # the scan, not a lookup by colour
+        return f"the image shows {reading(item)}{via} the answer is {s.answer}"
     raise ValueError(f"unknown judge kind {kind!r}")
 
 
@@ -95,8 +102,19 @@ def pair_examples(item: BenchItem, kind: str, right: str, wrong: str, hint: str 
     for better in orders:
         r1, r2 = (right, wrong) if better == 1 else (wrong, right)
         prompt = render_judge(kind, question, r1, r2, hint=hint)
-        out.append(Example(kind, prompt, verdict(reason.format(w=better), better), True, better))
+        why = reason.format(w=better) + (_quoted_conclusions(r1, r2) if kind == "answer" else "")
+        out.append(Example(kind, prompt, verdict(why, better), True, better))
     return out
+
+
+def _quoted_conclusions(r1: str, r2: str) -> str:
+    """"; response 1 says 4 and response 2 says 7": a whole-answer judge copies each response's
+    conclusion (its first word) beside the answer it worked out, so the verdict is a comparison of
+    neighbouring words rather than a search through two long answers."""
+    def says(text: str) -> str:
+        words = (parse_stages(text).stages.get("conclusion") or "").split()
+        return words[0] if words else "nothing"
+    return f"; response 1 says {says(r1)} and response 2 says {says(r2)}"
 
 
 def judge_example(item: BenchItem, kind: str, rng: random.Random) -> Example:

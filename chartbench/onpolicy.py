@@ -27,7 +27,7 @@ from stages.tags import STAGES, parse_stages
 
 
 def sample_answers(model_dir, items: list[BenchItem], images: list[Path], *, samples: int, temperature: float,
-                   top_p: float, max_new_tokens: int = 96, batch: int = 256, seed: int = 0) -> list[list[str]]:
+                   top_p: float, max_new_tokens: int = 128, batch: int = 256, seed: int = 0) -> list[list[str]]:
     """`samples` whole answers per item (its chart at `images[i]`) from the four-stage prompt, as
     `--mode full` asks it."""
     model, proc = load(model_dir)

@@ -14,6 +14,7 @@ from chartbench.charts import Chart
 from chartbench.questions import LETTERS, ORDINALS, Question
 
 STAGE_TAGS = ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION")
+SCANNED = ("bar_value", "bar_difference")  # the types whose reasoning finds bars by colour (`scan`)
 
 SUMMARIES = {
     "bar_tallest": "I will read the height of every bar, then give the colour of the tallest one.",
@@ -63,7 +64,7 @@ def caption(chart: Chart) -> str:
 class Solution:
     reasoning: str
     answer: str
-    key: str  # the decisive step, in a few words (a judge's reason)
+    key: str  # the decisive step, in a few words (a judge's reason); for a bar found by colour, the scan
 
 
 def _pick(values, best: int, slip: bool) -> int:
@@ -74,10 +75,27 @@ def _pick(values, best: int, slip: bool) -> int:
     return ranked[1]
 
 
+def scan(chart: Chart, wanted: set[int], last: int) -> tuple[str, list[int]]:
+    """Bars 1..last+1 in order, each named by position and colour, "yes" with its value where it is
+    wanted, else "no"; and the wanted values, in that order. Finding a bar by its colour is a lookup a
+    small text tower learns very slowly; walking the bars by position and asking of each whether it is
+    the one turns it into copies by position and a same-word check, which it learns quickly
+    (stagewise/model/TRAINING.md)."""
+    steps, found = [], []
+    for j in range(last + 1):
+        if j in wanted:
+            steps.append(f"Bar {j + 1} is {chart.colours[j]}, yes, at {chart.values[j]}")
+            found.append(chart.values[j])
+        else:
+            steps.append(f"Bar {j + 1} is {chart.colours[j]}, no")
+    return ". ".join(steps), found
+
+
 def solve(chart: Chart, q: Question, slip: bool = False) -> Solution:
     """The reasoning from `chart`'s numbers (pass a misread chart for a misread), its answer, and its
     key step. `slip=True` makes the one mistake the type allows after reading: an arithmetic error
-    (+1), the second-best bar or point picked, a miscount, the wrong direction."""
+    (+1), the second-best bar or point picked, a neighbour of the asked bar taken for it, a miscount,
+    the wrong direction."""
     c, v, p, t = chart.colours, chart.values, q.params, q.qtype
     listing = _join([str(x) for x in v])
     if t in ("bar_tallest", "bar_shortest", "bar_choice"):
@@ -93,19 +111,19 @@ def solve(chart: Chart, q: Question, slip: bool = False) -> Solution:
         return Solution(f"{text} {c[i].capitalize()} is option {letter}.", letter, f"{key}, option {letter}")
     if t == "bar_value":
         i = p["i"]
-        val = v[i] + (1 if slip else 0)
-        key = f"the {c[i]} bar reaches {val}"
-        return Solution(f"In the caption, {key}.", str(val), key)
-    if t in ("bar_difference", "line_range"):
-        if t == "bar_difference":
-            hi, lo = v[p["i"]], v[p["j"]]
-            first = f"The {c[p['i']]} bar is {hi} and the {c[p['j']]} bar is {lo}"
-        else:
-            hi, lo = max(v), min(v)
-            first = f"The highest point is {hi} and the lowest is {lo}"
+        k = i if not slip else i + 1 if i + 1 < chart.n else i - 1  # the slip: stopping at a neighbour
+        key, (val,) = scan(chart, {k}, last=k)
+        return Solution(f"{key}. So the {c[i]} bar reaches {val}.", str(val), key)
+    if t == "bar_difference":
+        key, found = scan(chart, {p["i"], p["j"]}, last=max(p["i"], p["j"]))
+        hi, lo = max(found), min(found)
+        d = hi - lo + (1 if slip else 0)
+        return Solution(f"{key}. So the difference is {hi} - {lo} = {d}.", str(d), f"{key}, so {hi} - {lo} = {d}")
+    if t == "line_range":
+        hi, lo = max(v), min(v)
         d = hi - lo + (1 if slip else 0)
         key = f"{hi} - {lo} = {d}"
-        return Solution(f"{first}, so the difference is {key}.", str(d), key)
+        return Solution(f"The highest point is {hi} and the lowest is {lo}, so the difference is {key}.", str(d), key)
     if t in ("bar_count", "line_count"):
         n = chart.n + (1 if slip else 0)
         if t == "bar_count":

@@ -23,7 +23,7 @@ GRAPHS = "chain,best_of_n,stage_beam,vote"
 DEFAULT_ITEMS = 100
 DEFAULT_N = 4
 DEFAULT_SEED = 2026      # benchmarks draw test-split charts; the model was trained on train-split ones
-DEFAULT_MAX_TOKENS = 96  # a whole four-stage answer is ~45 tokens for this model's tokenizer
+DEFAULT_MAX_TOKENS = 128  # a whole four-stage answer is 40-90 tokens for this model's tokenizer
 DEFAULT_TEMPERATURE = 0.6  # the reference's sampling, judges' too (stagewise/model/TRAINING.md has what a
 DEFAULT_TOP_P = 0.9        # hotter setting does with this model)
 

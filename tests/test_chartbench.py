@@ -8,6 +8,8 @@ from PIL import Image
 
 from chartbench import charts, corrupt, judging, questions, teacher, trainset
 from chartbench.bench import from_row, make_item, make_items, read_items, write_items
+from chartbench.charts import Chart
+from chartbench.questions import Question
 from chartbench.score import score_run, table
 from judges.pairwise import render_check, render_judge
 from judges.scorers import score
@@ -106,6 +108,22 @@ def test_teacher_traces_have_four_stages_and_score_correct():
         assert trainer_data.cot_text({"response": text}) == text  # the trainer keeps it whole
         for v in item.chart.values:  # the caption transcribes every value
             assert str(v) in stages["caption"]
+
+
+def test_bars_asked_by_colour_are_found_by_walking_the_bars_in_order():
+    chart = Chart("bar", ("blue", "red", "green", "orange"), (7, 4, 2, 5))
+    value = Question("bar_value", "What is the value of the green bar?", "2", params={"i": 2})
+    assert teacher.solve(chart, value).reasoning == ("Bar 1 is blue, no. Bar 2 is red, no. Bar 3 is green, yes, at 2. "
+                                                      "So the green bar reaches 2.")
+    # the slip is the small model's own: a neighbour taken for the asked bar, here the next one
+    assert teacher.solve(chart, value, slip=True).answer == "5"
+    last = Question("bar_value", "What is the value of the orange bar?", "5", params={"i": 3})
+    assert teacher.solve(chart, last, slip=True).reasoning.endswith("Bar 3 is green, yes, at 2. So the orange bar reaches 2.")
+    diff = Question("bar_difference", "How much taller is the orange bar than the red bar?", "1", params={"i": 3, "j": 1})
+    s = teacher.solve(chart, diff)
+    assert s.reasoning == ("Bar 1 is blue, no. Bar 2 is red, yes, at 4. Bar 3 is green, no. Bar 4 is orange, yes, at 5. "
+                           "So the difference is 5 - 4 = 1.") and s.answer == "1"
+    assert s.key.endswith("at 5, so 5 - 4 = 1")  # a judge's reason walks the bars too, never a lookup by colour
 
 
 def test_wrong_stages_differ_and_wrong_answers_score_wrong():
@@ -216,7 +234,7 @@ def test_the_models_tokenizer_splits_answers_at_stage_boundaries():
             pre = tok.encode(prefix, add_special_tokens=False).ids
             assert ids[:len(pre)] == pre, (item.id, tag)
         assert tok.decode(ids) == text
-        assert len(ids) < 80  # the whole answer is short for this tokenizer
+        assert len(ids) < 96  # the whole answer is short for this tokenizer (the demo caps it at 128)
 
 
 def test_trainer_collates_text_only_checks_beside_image_rows(tmp_path):
@@ -295,15 +313,18 @@ def test_judge_bench_asks_every_kind_in_both_orders():
     assert r["summary"]["accuracy"] == 1.0 and r["summary"]["second_rate"] == 0.5
 
 
-def test_lookup_bench_cuts_the_teacher_answer_just_before_the_looked_up_value():
+def test_lookup_bench_lets_the_model_write_the_reasoning_on_the_teacher_caption():
     pytest.importorskip("torch")
-    from chartbench.lookup import LOOKUPS, _prefix, lookup_bench
+    from chartbench.lookup import LOOKUPS, _prefix, found_value, lookup_bench
     from stagewise.demo import MODEL_DIR
 
     for item in make_items(40, seed=5, types=tuple(LOOKUPS)):
         full = teacher.format_trace(teacher.trace(item.chart, item.question))
-        cut = _prefix(full, item.question.answer)
-        assert full[len(cut):].startswith(f"{item.question.answer}. </REASONING>") and "<REASONING>" in cut
+        cut = _prefix(full)
+        assert cut.endswith("<REASONING>") and "</CAPTION>" in cut and "REASONING" not in cut[:-11]
+        assert found_value(full[len(cut):]) == item.question.answer  # the teacher's reasoning ends on it
+    assert found_value(" Bar 1 is red, yes, at 4. So the red bar reaches 4. </REASONING> <CONCLUSION> 7") == "4"
+    assert found_value(" no number </REASONING>") == ""
     r = lookup_bench(MODEL_DIR, n=8, seed=99)
     assert set(r) == set(LOOKUPS) and all(r[t]["items"] == 8 for t in LOOKUPS)
     assert all(0 <= r[t][k] <= 1 for t in LOOKUPS for k in ("right", "chance", "follows_caption", "follows_image"))
