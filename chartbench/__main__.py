@@ -123,8 +123,8 @@ def main(argv=None) -> int:
     elif args.command == "lookup":
         from chartbench.lookup import lookup_bench
 
-        print("| question | value named by | items | right (on the teacher's caption) | chance | with the caption's values "
-              "shuffled: names the caption's | names the picture's |")
+        print("| question | value named by | items | right (on the teacher's caption) | chance | "
+              "with the caption's values shuffled: names the caption's | names the picture's |")
         print("|---|---|---|---|---|---|---|")
         for qtype, r in lookup_bench(args.model, args.n, args.seed).items():
             print(f"| {qtype} | {r['by']} | {r['items']} | {r['right']:.2f} | {r['chance']:.2f} | "

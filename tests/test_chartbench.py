@@ -118,11 +118,13 @@ def test_bars_asked_by_colour_are_found_by_walking_the_bars_in_order():
     # the slip is the small model's own: a neighbour taken for the asked bar, here the next one
     assert teacher.solve(chart, value, slip=True).answer == "5"
     last = Question("bar_value", "What is the value of the orange bar?", "5", params={"i": 3})
-    assert teacher.solve(chart, last, slip=True).reasoning.endswith("Bar 3 is green, yes, at 2. So the orange bar reaches 2.")
-    diff = Question("bar_difference", "How much taller is the orange bar than the red bar?", "1", params={"i": 3, "j": 1})
+    slipped = teacher.solve(chart, last, slip=True).reasoning
+    assert slipped.endswith("Bar 3 is green, yes, at 2. So the orange bar reaches 2.")  # the last bar: the one before
+    diff = Question("bar_difference", "How much taller is the orange bar than the red bar?", "1",
+                    params={"i": 3, "j": 1})
     s = teacher.solve(chart, diff)
-    assert s.reasoning == ("Bar 1 is blue, no. Bar 2 is red, yes, at 4. Bar 3 is green, no. Bar 4 is orange, yes, at 5. "
-                           "So the difference is 5 - 4 = 1.") and s.answer == "1"
+    assert s.reasoning == ("Bar 1 is blue, no. Bar 2 is red, yes, at 4. Bar 3 is green, no. "
+                           "Bar 4 is orange, yes, at 5. So the difference is 5 - 4 = 1.") and s.answer == "1"
     assert s.key.endswith("at 5, so 5 - 4 = 1")  # a judge's reason walks the bars too, never a lookup by colour
 
 
