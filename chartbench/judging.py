@@ -59,8 +59,8 @@ def judge_examples(item: BenchItem, kind: str, rng: random.Random, both_orders: 
         wrong = wrong_solution(chart, q, rng).reasoning
     elif kind == "conclusion":
         wrong = wrong_conclusion(chart, q, rng)
-    elif kind == "answer":  # one that concludes otherwise where it can: a search never needs to tell apart
-        for _ in range(4):  # two answers that agree, and the verdict quotes both conclusions
+    elif kind == "answer":  # a wrong answer that concludes otherwise where one can be drawn: the verdict
+        for _ in range(4):  # quotes both conclusions, and a search never needs to tell two that agree apart
             bad = corrupt_answer(chart, q, rng)
             if bad["conclusion"] != good["conclusion"]:
                 break

@@ -109,8 +109,10 @@ class RowStop:
     def _tail(self, row, i: int, made: int) -> str:
         """The last few tokens as text: a stop string ends in the newest token, and every token
         spells at least one character, so its length (+ a margin) in tokens is enough."""
-        if self.healed[i]:  # the given-back text is not new: look for stops after it
-            return strip_healed(self.tokenizer.decode(row[-made:], skip_special_tokens=True), self.healed[i])
+        healed = self.healed[i]
+        if healed and made <= len(healed) + self.window[i]:  # the given-back text (spelled by at most
+            # len(healed) tokens) may still be in the window: it is not new, so look for stops after it
+            return strip_healed(self.tokenizer.decode(row[-made:], skip_special_tokens=True), healed)
         return self.tokenizer.decode(row[-min(made, self.window[i]):], skip_special_tokens=True)
 
     def completion(self, i: int, tokens: list[int], prompt_tokens: int,
