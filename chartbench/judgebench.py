@@ -28,7 +28,7 @@ def judge_bench(model_dir, n: int = 100, seed: int = 777, batch: int = 32) -> di
     for kind in JUDGE_KINDS:
         exs = [(ex, im) for item, im in zip(items, images) for ex in judge_examples(item, kind, rng)]
         said = generate(model, proc, [ex.prompt for ex, _ in exs], [im for _, im in exs], batch=batch,
-                        do_sample=False, max_new_tokens=80)  # the longest reason (a scan) is ~60 tokens
+                        do_sample=False, max_new_tokens=112)  # the longest reason (the working) is ~90 tokens
         t = Counter()
         for (ex, _), text in zip(exs, said):
             v = parse_verdict(text)

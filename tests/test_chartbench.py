@@ -128,6 +128,27 @@ def test_bars_asked_by_colour_are_found_by_walking_the_bars_in_order():
     assert s.key.endswith("at 5, so 5 - 4 = 1")  # a judge's reason walks the bars too, never a lookup by colour
 
 
+def test_options_are_walked_in_order_and_the_answer_judge_shows_the_generators_working():
+    chart = Chart("bar", ("blue", "red", "green"), (7, 4, 2))
+    q = Question("bar_choice", "Which colour bar is the shortest?", "C", ("red", "blue", "green"),
+                 params={"most": "shortest"})
+    s = teacher.solve(chart, q)
+    assert s.reasoning == ("Comparing 7, 4 and 2, the smallest value is 2, from the green bar. Option A is red, no. "
+                           "Option B is blue, no. Option C is green, yes. So the answer is option C.")
+    assert s.answer == "C"
+    assert teacher.solve(chart, q, slip=True).answer == "A"  # the second smallest, red, found among the options
+    trend = Question("line_trend", "Does the line go up or down from the first point to the second point?", "B",
+                     ("down", "up"), params={"i": 0})
+    line = Chart("line", ("purple",), (3, 6, 2))
+    assert teacher.solve(line, trend).reasoning.endswith("Option A is down, no. Option B is up, yes. "
+                                                         "So the answer is option B.")
+    # the whole-answer judge works the answer out as the generator does, then quotes both conclusions
+    item = make_item(5, 0, types=("bar_tallest",))
+    ex = judging.judge_examples(item, "answer", random.Random(3))[0]
+    assert teacher.solve(item.chart, item.question).reasoning in ex.target
+    assert f"The answer is {item.question.answer}; response 1 says " in ex.target
+
+
 def test_wrong_stages_differ_and_wrong_answers_score_wrong():
     rng = random.Random(0)
     for item in ITEMS:
