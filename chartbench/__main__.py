@@ -6,6 +6,7 @@
     python -m chartbench score RUN_DIR ITEMS.jsonl         # accuracy per question type vs chance
     python -m chartbench captions RUN_DIR ITEMS.jsonl      # colours and values the captions read right
     python -m chartbench judges MODEL_DIR --n 100           # the model's judges on known pairs, both orders
+    python -m chartbench judges MODEL_DIR --by-type answer  # one judge, per question type
     python -m chartbench lookup MODEL_DIR --n 150           # does it find a value in its own caption?
 """
 from __future__ import annotations
@@ -60,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("model", help="a model folder")
     p.add_argument("--n", type=int, default=100, help="charts per judge kind (default 100)")
     p.add_argument("--seed", type=int, default=777)
+    p.add_argument("--by-type", metavar="KIND", default=None,
+                   help="instead: one judge kind (e.g. answer) on --n charts of every question type, per type")
     p = sub.add_parser("lookup", help="the model finding a value in a (teacher's) caption while it writes the "
                        "reasoning, by colour and by position, and whether it reads the caption or the picture")
     p.add_argument("model", help="a model folder")
@@ -111,8 +114,17 @@ def main(argv=None) -> int:
                     vocab_size=args.vocab_size, seed=args.seed)
         print(f"wrote the base model to {out} ({time.time() - t0:.1f} s)")
     elif args.command == "judges":
-        from chartbench.judgebench import judge_bench
+        from chartbench.judgebench import judge_bench, judge_by_type
+        from chartbench.judging import JUDGE_KINDS
 
+        if args.by_type:
+            if args.by_type not in JUDGE_KINDS:
+                parser.error(f"unknown judge kind {args.by_type!r}; known: {', '.join(JUDGE_KINDS)}")
+            print(f"| {args.by_type} judge: question type | pairs | accuracy (both orders) | names the second |")
+            print("|---|---|---|---|")
+            for qtype, r in judge_by_type(args.model, args.by_type, args.n, args.seed).items():
+                print(f"| {qtype} | {r['pairs']} | {r['accuracy']:.2f} | {r['second_rate']:.2f} |")
+            return 0
         print("| judge | pairs | accuracy (both orders) | names the second |")
         print("|---|---|---|---|")
         for kind, r in judge_bench(args.model, args.n, args.seed).items():

@@ -325,7 +325,7 @@ def test_caption_scores_count_colours_and_values_per_chart(tmp_path):
 
 def test_judge_bench_asks_every_kind_in_both_orders():
     pytest.importorskip("torch")
-    from chartbench.judgebench import judge_bench
+    from chartbench.judgebench import judge_bench, judge_by_type
     from stagewise.demo import MODEL_DIR
 
     r = judge_bench(MODEL_DIR, n=3, seed=777)
@@ -334,6 +334,8 @@ def test_judge_bench_asks_every_kind_in_both_orders():
                for k in judging.JUDGE_KINDS)
     # the shipped model tells a plan for this question from one for another (1.00 on 60 pairs)
     assert r["summary"]["accuracy"] == 1.0 and r["summary"]["second_rate"] == 0.5
+    per_type = judge_by_type(MODEL_DIR, "summary", n=1)
+    assert set(per_type) == set(questions.TYPES) and all(r["pairs"] == 1 for r in per_type.values())
 
 
 def test_lookup_bench_lets_the_model_write_the_reasoning_on_the_teacher_caption():
