@@ -90,18 +90,6 @@ def scan(chart: Chart, wanted: set[int], last: int) -> tuple[str, list[int]]:
     return ". ".join(steps), found
 
 
-def walk_options(choices: tuple[str, ...], target: str) -> tuple[str, str]:
-    """Options A, B, ... in order, each "no" until the one that is `target`: "Option A is blue, no.
-    Option B is red, yes." and its letter. Matching an answer to its option by content is the lookup
-    `scan` replaced for bars; walking the options copies each by position and checks one word."""
-    steps = []
-    for letter, choice in zip(LETTERS, choices):
-        if choice == target:
-            return ". ".join(steps + [f"Option {letter} is {choice}, yes"]), letter
-        steps.append(f"Option {letter} is {choice}, no")
-    return ". ".join(steps), "A"  # `target` is not among the options (a misread colour): no letter fits
-
-
 def solve(chart: Chart, q: Question, slip: bool = False) -> Solution:
     """The reasoning from `chart`'s numbers (pass a misread chart for a misread), its answer, and its
     key step. `slip=True` makes the one mistake the type allows after reading: an arithmetic error
@@ -118,8 +106,8 @@ def solve(chart: Chart, q: Question, slip: bool = False) -> Solution:
         text = f"Comparing {listing}, {key}."
         if t != "bar_choice":
             return Solution(text, c[i], key)
-        walk, letter = walk_options(q.choices, c[i])
-        return Solution(f"{text} {walk}. So the answer is option {letter}.", letter, f"{key}. {walk}")
+        letter = LETTERS[q.choices.index(c[i])] if c[i] in q.choices else "A"
+        return Solution(f"{text} {c[i].capitalize()} is option {letter}.", letter, f"{key}, option {letter}")
     if t == "bar_value":
         i = p["i"]
         k = i if not slip else i + 1 if i + 1 < chart.n else i - 1  # the slip: stopping at a neighbour
@@ -156,11 +144,11 @@ def solve(chart: Chart, q: Question, slip: bool = False) -> Solution:
     up = (v[i + 1] > v[i]) != slip
     way = "up" if up else "down"
     rel = "more" if up else "less"
-    walk, letter = walk_options(q.choices, way)
+    letter = LETTERS[q.choices.index(way)]
     key = f"{v[i + 1]} is {rel} than {v[i]}, so the line goes {way}"
     return Solution(f"The {ORDINALS[i]} point is {v[i]} and the {ORDINALS[i + 1]} point is {v[i + 1]}. "
-                    f"{key[0].upper() + key[1:]}. {walk}. So the answer is option {letter}.", letter,
-                    f"{key}. {walk}")
+                    f"{key[0].upper() + key[1:]}. {way.capitalize()} is option {letter}.", letter,
+                    f"{key}, option {letter}")
 
 
 def trace(chart: Chart, q: Question) -> dict[str, str]:

@@ -128,25 +128,19 @@ def test_bars_asked_by_colour_are_found_by_walking_the_bars_in_order():
     assert s.key.endswith("at 5, so 5 - 4 = 1")  # a judge's reason walks the bars too, never a lookup by colour
 
 
-def test_options_are_walked_in_order_and_the_answer_judge_shows_the_generators_working():
-    chart = Chart("bar", ("blue", "red", "green"), (7, 4, 2))
-    q = Question("bar_choice", "Which colour bar is the shortest?", "C", ("red", "blue", "green"),
-                 params={"most": "shortest"})
-    s = teacher.solve(chart, q)
-    assert s.reasoning == ("Comparing 7, 4 and 2, the smallest value is 2, from the green bar. Option A is red, no. "
-                           "Option B is blue, no. Option C is green, yes. So the answer is option C.")
-    assert s.answer == "C"
-    assert teacher.solve(chart, q, slip=True).answer == "A"  # the second smallest, red, found among the options
-    trend = Question("line_trend", "Does the line go up or down from the first point to the second point?", "B",
-                     ("down", "up"), params={"i": 0})
-    line = Chart("line", ("purple",), (3, 6, 2))
-    assert teacher.solve(line, trend).reasoning.endswith("Option A is down, no. Option B is up, yes. "
-                                                         "So the answer is option B.")
-    # the whole-answer judge works the answer out as the generator does, then quotes both conclusions
+def test_answer_judges_work_the_answer_out_then_check_each_responses_conclusion():
     item = make_item(5, 0, types=("bar_tallest",))
-    ex = judging.judge_examples(item, "answer", random.Random(3))[0]
-    assert teacher.solve(item.chart, item.question).reasoning in ex.target
-    assert f"The answer is {item.question.answer}; response 1 says " in ex.target
+    answer = item.question.answer
+    for ex in judging.judge_examples(item, "answer", random.Random(3)):
+        # the generator's own working, then each conclusion copied and checked against the judge's answer
+        assert teacher.solve(item.chart, item.question).reasoning in ex.target
+        said = [judging._says(ex.prompt.split(f"Repsonse {k}: ")[1].split("\nRepsonse")[0], "answer") for k in (1, 2)]
+        checks = ["yes" if s == answer else "no" for s in said]
+        assert checks.count("yes") == 1 and checks[ex.better - 1] == "yes"
+        assert ex.target.endswith(f"The answer is {answer}; response 1 says {said[0]}, {checks[0]}, and response 2 "
+                                  f"says {said[1]}, {checks[1]}, I choose response {ex.better}.")
+    ex = judging.judge_examples(item, "conclusion", random.Random(3))[0]
+    assert ex.target.startswith(f"Since the reasoning gives {answer}; response 1 says ")
 
 
 def test_wrong_stages_differ_and_wrong_answers_score_wrong():
