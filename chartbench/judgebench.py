@@ -23,7 +23,7 @@ def _verdicts(model, proc, items, images, kind: str, rng: random.Random, batch: 
     """One `kind` pair per item, asked in both orders: how many answers, right ones, and ones naming the second."""
     exs = [(ex, im) for item, im in zip(items, images) for ex in judge_examples(item, kind, rng)]
     said = generate(model, proc, [ex.prompt for ex, _ in exs], [im for _, im in exs], batch=batch,
-                    do_sample=False, max_new_tokens=112)  # the longest reason (the working) is ~90 tokens
+                    do_sample=False, max_new_tokens=112)  # the longest reason (a scan, both conclusions) is ~80 tokens
     t = Counter()
     for (ex, _), text in zip(exs, said):
         v = parse_verdict(text)

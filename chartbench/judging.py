@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from chartbench.bench import BenchItem
 from chartbench.corrupt import corrupt_answer, wrong_caption, wrong_conclusion, wrong_solution, wrong_summary
-from chartbench.teacher import format_trace, solve, trace
+from chartbench.teacher import SCANNED, format_trace, solve, trace
 from judges.pairwise import render_check, render_judge, stage_hint
 from stages.agent import question_text
 from stages.tags import parse_stages
@@ -84,9 +84,10 @@ def decisive_reason(item: BenchItem, kind: str) -> str:
         return solve(chart, q).key
     if kind == "conclusion":
         return f"the reasoning gives {solve(chart, q).answer}"
-    if kind == "answer":  # the generator's own working, which it does well, rather than the answer in one step
+    if kind == "answer":
         s = solve(chart, q)
-        return f"the image shows {reading(item)}. {s.reasoning} The answer is {s.answer}"
+        via = f"; {s.key}, so" if q.qtype in SCANNED else " and"  # the scan, not a lookup by colour
+        return f"the image shows {reading(item)}{via} the answer is {s.answer}"
     raise ValueError(f"unknown judge kind {kind!r}")
 
 
@@ -101,27 +102,19 @@ def pair_examples(item: BenchItem, kind: str, right: str, wrong: str, hint: str 
     for better in orders:
         r1, r2 = (right, wrong) if better == 1 else (wrong, right)
         prompt = render_judge(kind, question, r1, r2, hint=hint)
-        why = reason.format(w=better)
-        if kind in ("answer", "conclusion"):
-            why += _checked_answers(_says(r1, kind), _says(r2, kind), item.question.answer)
+        why = reason.format(w=better) + (_quoted_conclusions(r1, r2) if kind == "answer" else "")
         out.append(Example(kind, prompt, verdict(why, better), True, better))
     return out
 
 
-def _says(text: str, kind: str) -> str:
-    """What a response concludes: a whole answer's CONCLUSION, or a conclusion body; its first word."""
-    words = ((parse_stages(text).stages.get("conclusion") or "") if kind == "answer" else text).split()
-    return words[0] if words else "nothing"
-
-
-def _checked_answers(said1: str, said2: str, answer: str) -> str:
-    """"; response 1 says 4, no, and response 2 says 7, yes": after working the answer out, the judge
-    copies each response's conclusion and checks it against its own answer word for word, so the
-    verdict follows the "yes" (a choice by position) rather than a search of two texts for a word. A
-    bare "response 1 says blue and response 2 says green" left the pick at chance for colours."""
-    def check(said: str) -> str:
-        return "yes" if said.rstrip(".").lower() == answer.lower() else "no"
-    return f"; response 1 says {said1}, {check(said1)}, and response 2 says {said2}, {check(said2)}"
+def _quoted_conclusions(r1: str, r2: str) -> str:
+    """"; response 1 says 4 and response 2 says 7": a whole-answer judge copies each response's
+    conclusion (its first word) beside the answer it worked out, so the verdict is a comparison of
+    neighbouring words rather than a search through two long answers."""
+    def says(text: str) -> str:
+        words = (parse_stages(text).stages.get("conclusion") or "").split()
+        return words[0] if words else "nothing"
+    return f"; response 1 says {says(r1)} and response 2 says {says(r2)}"
 
 
 def judge_example(item: BenchItem, kind: str, rng: random.Random) -> Example:

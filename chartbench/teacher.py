@@ -14,6 +14,7 @@ from chartbench.charts import Chart
 from chartbench.questions import LETTERS, ORDINALS, Question
 
 STAGE_TAGS = ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION")
+SCANNED = ("bar_value", "bar_difference")  # the types whose reasoning finds bars by colour (`scan`)
 
 SUMMARIES = {
     "bar_tallest": "I will read the height of every bar, then give the colour of the tallest one.",
