@@ -5,6 +5,7 @@ exactly as the engine renders it; the verdict is read from the text (judges.verd
 `accuracy` is the share of answers naming the right response, `second_rate` the share naming the one
 shown second (0.5 for a judge without a position preference). The reasoning pre-check is scored the
 same way on a right and a wrong reasoning per chart. A search can only pay where these are high.
+`judge_by_type` asks one judge kind per question type.
 """
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ def judge_bench(model_dir, n: int = 100, seed: int = 777, batch: int = 32) -> di
 
 
 def judge_by_type(model_dir, kind: str, n: int = 30, seed: int = 777, batch: int = 32) -> dict[str, dict]:
-    """{question type: {pairs, accuracy, second_rate}} for one judge kind, `n` test charts per type: where
-    a judge fails is usually where its own working is weakest."""
+    """{question type: {pairs, accuracy, second_rate}} for one judge kind, `n` test charts per type. A
+    judge's overall accuracy hides where it fails: the embedded model's whole-answer judge is near 1.0
+    where the answer is a number and at chance where it is a colour (stagewise/model/TRAINING.md)."""
     model, proc = load(model_dir)
     rng = random.Random(f"judgebench:{kind}:{seed}")
     result = {}
