@@ -179,7 +179,11 @@ def test_span_ids_unique_across_kill_9_and_resume(tmp_path, fake_server_factory)
     complete = [evs for evs in stuck if any(e["event"] == "item.end" for e in evs)]
     assert len(stuck) == 2 and len(complete) == 1, "the cut-off attempt and the finished one, apart"
     ended = Counter(e["item_id"] for e in events if e["event"] == "item.end")
-    assert ended == Counter({r["id"]: 1 for r in rows}), "every row's item has its one complete tree"
+    assert set(ended) == {r["id"] for r in rows}, "every row's item has a complete tree"
+    # a kill between an item's trace flush and its row's write leaves one finished tree without a row; the
+    # rerun finishes that item again (docs/traces.md): at most one item, at most twice
+    assert max(ended.values()) <= 2 and sum(c - 1 for c in ended.values()) <= 1, ended
+    assert Counter(r["id"] for r in read_jsonl(results)) == Counter({r["id"]: 1 for r in rows})
 
 
 def test_trace_prompts_puts_messages_in_with_image_placeholders(tmp_path, fake_server):
