@@ -15,6 +15,8 @@ import argparse
 import sys
 import time
 
+from chartbench.judging import JUDGE_KINDS
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chartbench", description=__doc__,
@@ -61,8 +63,8 @@ def main(argv=None) -> int:
     p.add_argument("model", help="a model folder")
     p.add_argument("--n", type=int, default=100, help="charts per judge kind (default 100)")
     p.add_argument("--seed", type=int, default=777)
-    p.add_argument("--by-type", metavar="KIND", default=None,
-                   help="instead: one judge kind (e.g. answer) on --n charts of every question type, per type")
+    p.add_argument("--by-type", metavar="KIND", default=None, choices=JUDGE_KINDS,
+                   help="instead: one judge kind (one of %(choices)s) on --n charts of every question type, per type")
     p = sub.add_parser("lookup", help="the model finding a value in a (teacher's) caption while it writes the "
                        "reasoning, by colour and by position, and whether it reads the caption or the picture")
     p.add_argument("model", help="a model folder")
@@ -79,7 +81,6 @@ def main(argv=None) -> int:
         path = write_items(args.out, args.n, args.seed)
         print(f"wrote {args.n} items to {path} ({time.time() - t0:.1f} s)")
     elif args.command == "trainset":
-        from chartbench.judging import JUDGE_KINDS
         from chartbench.questions import TYPES
         from chartbench.trainset import Mix, write_trainset
 
@@ -115,11 +116,8 @@ def main(argv=None) -> int:
         print(f"wrote the base model to {out} ({time.time() - t0:.1f} s)")
     elif args.command == "judges":
         from chartbench.judgebench import judge_bench, judge_by_type
-        from chartbench.judging import JUDGE_KINDS
 
         if args.by_type:
-            if args.by_type not in JUDGE_KINDS:
-                parser.error(f"unknown judge kind {args.by_type!r}; known: {', '.join(JUDGE_KINDS)}")
             print(f"| {args.by_type} judge: question type | pairs | accuracy (both orders) | names the second |")
             print("|---|---|---|---|")
             for qtype, r in judge_by_type(args.model, args.by_type, args.n, args.seed).items():

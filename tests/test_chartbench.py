@@ -314,7 +314,7 @@ def test_judge_bench_asks_every_kind_in_both_orders():
     # the shipped model tells a plan for this question from one for another (1.00 on 60 pairs)
     assert r["summary"]["accuracy"] == 1.0 and r["summary"]["second_rate"] == 0.5
     per_type = judge_by_type(MODEL_DIR, "summary", n=1)
-    assert set(per_type) == set(questions.TYPES) and all(r["pairs"] == 1 for r in per_type.values())
+    assert set(per_type) == set(questions.TYPES) and all(row["pairs"] == 1 for row in per_type.values())
 
 
 def test_lookup_bench_lets_the_model_write_the_reasoning_on_the_teacher_caption():
