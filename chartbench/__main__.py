@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--temperatures", default="1.5", help="comma-separated; charts take them in turn")
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--batch", type=int, default=256, help="charts per generate call")
+    p.add_argument("--types", default=None,
+                   help="comma-separated question types to draw from (repeat one to weight it; default all)")
     p.add_argument("--workers", type=int, default=1, help="processes drawing the charts (default 1)")
     p = sub.add_parser("base", help="build the untrained base model (LLaVA, fitted tokenizer)")
     p.add_argument("out")
@@ -75,6 +77,15 @@ def main(argv=None) -> int:
     p.add_argument("items")
     args = parser.parse_args(argv)
     t0 = time.time()
+
+    def names(text: str | None, known: tuple[str, ...], what: str) -> tuple[str, ...]:
+        """A comma-separated list of `known` names (repeats kept: they weight), or all of them."""
+        chosen = tuple(t.strip() for t in text.split(",") if t.strip()) if text else known
+        unknown = sorted(set(chosen) - set(known))
+        if unknown:
+            parser.error(f"unknown {what}(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        return chosen
+
     if args.command == "items":
         from chartbench.bench import write_items
 
@@ -84,14 +95,6 @@ def main(argv=None) -> int:
         from chartbench.questions import TYPES
         from chartbench.trainset import Mix, write_trainset
 
-        def names(text: str | None, known: tuple[str, ...], what: str) -> tuple[str, ...]:
-            """A comma-separated list of `known` names (repeats kept: they weight), or all of them."""
-            chosen = tuple(t.strip() for t in text.split(",") if t.strip()) if text else known
-            unknown = sorted(set(chosen) - set(known))
-            if unknown:
-                parser.error(f"unknown {what}(s) {', '.join(unknown)}; known: {', '.join(known)}")
-            return chosen
-
         types = names(args.types, TYPES, "question type")
         kinds = names(args.judge_kinds, JUDGE_KINDS, "judge kind")
         mix = Mix(judges=args.judges, checks=args.checks, judge_kinds=kinds, both_orders=not args.one_order)
@@ -99,11 +102,12 @@ def main(argv=None) -> int:
         print(f"wrote {sum(counts.values())} rows ({dict(counts)}) to {path} ({time.time() - t0:.1f} s)")
     elif args.command == "onpolicy":
         from chartbench.onpolicy import write_onpolicy
+        from chartbench.questions import TYPES
 
         temps = tuple(float(t) for t in args.temperatures.split(",") if t.strip())
         path, tally = write_onpolicy(args.out, args.model, args.n, args.seed, samples=args.samples,
                                      temperatures=temps, top_p=args.top_p, batch=args.batch,
-                                     workers=args.workers)
+                                     types=names(args.types, TYPES, "question type"), workers=args.workers)
         rows = sum(v for k, v in tally.items() if not k.startswith("T"))
         print(f"wrote {rows} rows to {path} ({time.time() - t0:.1f} s)")
         for k in sorted(tally):

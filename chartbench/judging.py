@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from chartbench.bench import BenchItem
 from chartbench.corrupt import corrupt_answer, wrong_caption, wrong_conclusion, wrong_solution, wrong_summary
-from chartbench.teacher import SCANNED, format_trace, solve, trace
+from chartbench.teacher import format_trace, solve, trace
 from judges.pairwise import render_check, render_judge, stage_hint
 from stages.agent import question_text
 from stages.tags import parse_stages
@@ -84,10 +84,9 @@ def decisive_reason(item: BenchItem, kind: str) -> str:
         return solve(chart, q).key
     if kind == "conclusion":
         return f"the reasoning gives {solve(chart, q).answer}"
-    if kind == "answer":
-        s = solve(chart, q)
-        via = f"; {s.key}, so" if q.qtype in SCANNED else " and"  # the scan, not a lookup by colour
-        return f"the image shows {reading(item)}{via} the answer is {s.answer}"
+    if kind == "answer":  # the decisive step written out (for a bar found by colour, the scan), so the
+        s = solve(chart, q)  # answer is never one leap from the reading: the largest value, its bar, its option
+        return f"the image shows {reading(item)}; {s.key}, so the answer is {s.answer}"
     raise ValueError(f"unknown judge kind {kind!r}")
 
 

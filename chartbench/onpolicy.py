@@ -19,6 +19,7 @@ from chartbench.bench import BenchItem, make_item
 from chartbench.charts import render
 from chartbench.generation import generate, load
 from chartbench.judging import Example, pair_examples
+from chartbench.questions import TYPES
 from chartbench.teacher import format_trace, trace
 from chartbench.trainset import full_prompt, row
 from judges.pairwise import render_check, stage_hint
@@ -79,12 +80,14 @@ def _render_to(item: BenchItem, path: Path) -> None:
 
 
 def write_onpolicy(out, model_dir, n: int, seed: int, *, samples: int = 4, temperatures: tuple[float, ...] = (1.5,),
-                   top_p: float = 0.95, batch: int = 256, workers: int = 1) -> tuple[Path, Counter]:
-    """OUT/onpolicy.jsonl (+ images) from `n` train-split charts of seed `seed`; each chart is sampled at
+                   top_p: float = 0.95, batch: int = 256, types: tuple[str, ...] = TYPES,
+                   workers: int = 1) -> tuple[Path, Counter]:
+    """OUT/onpolicy.jsonl (+ images) from `n` train-split charts of seed `seed` (`types` may repeat a type
+    to weight it, as the training set's do: draw the types the model gets wrong); each chart is sampled at
     one of `temperatures` in turn. Returns the file and a tally of rows and of sampled stages right."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    items = [make_item(seed, i, split="train") for i in range(n)]
+    items = [make_item(seed, i, types, split="train") for i in range(n)]
     paths = [out / "images" / f"{item.id}.png" for item in items]
     from multiprocessing import get_context
 

@@ -159,6 +159,8 @@ def test_judge_examples_are_the_engines_prompts_with_a_reference_verdict(kind):
         assert f"Repsonse {ex.better}: {right}\n" in ex.prompt
         if kind in ("reasoning", "conclusion"):
             assert "Hint about the Question: " + teacher.caption(item.chart) in ex.prompt
+        if kind == "answer":  # the decisive step written out before the answer, never one leap to it
+            assert f"; {teacher.solve(item.chart, q).key}, so the answer is {q.answer}; response 1 says " in ex.target
         # the target is "Since [reason], I choose response [1/2]." and both parsers read it right
         assert ex.target.startswith("Since ") and ex.target.endswith(f", I choose response {ex.better}.")
         assert parse_verdict(ex.target) == ex.better - 1
@@ -335,3 +337,30 @@ def test_lookup_bench_lets_the_model_write_the_reasoning_on_the_teacher_caption(
     # the shipped model finds a point by its position every time (1.00 of 150 in TRAINING.md), so the
     # probe's prompt and cut are the ones it was trained on
     assert r["line_value"]["right"] == 1.0
+
+
+def test_onpolicy_samples_the_asked_types_and_pairs_wrong_answers_with_the_teachers(tmp_path):
+    pytest.importorskip("torch")
+    from chartbench.onpolicy import write_onpolicy
+    from stagewise.demo import MODEL_DIR
+
+    path, tally = write_onpolicy(tmp_path, MODEL_DIR, n=3, seed=5, samples=2, temperatures=(2.0,), batch=3,
+                                 types=("bar_value",))
+    assert tally["T2.0:answers"] == 6 and tally["answer"] >= 2  # at T 2.0 some of the six are wrong (seeded)
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == \
+        sorted(f"{make_item(5, i, ('bar_value',), split='train').id}.png" for i in range(3))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == sum(v for k, v in tally.items() if not k.startswith("T"))
+    for r in rows:
+        assert "-bar_value-p" in r["id"]
+        target = r["conversations"][1]["value"]
+        if r["id"].endswith("-answer"):  # the right one is the teacher's answer, wherever it stands
+            better = int(target[-2])
+            right = teacher.format_trace(teacher.trace(*_chart_and_question(r["id"])))
+            assert f"Repsonse {better}: {right}\n" in r["conversations"][0]["value"]
+
+
+def _chart_and_question(row_id: str):
+    seed, i = row_id.split("-")[:2]
+    item = make_item(int(seed), int(i), ("bar_value",), split="train")
+    return item.chart, item.question
