@@ -8,6 +8,7 @@
     python -m chartbench judges MODEL_DIR --n 100           # the model's judges on known pairs, both orders
     python -m chartbench judges MODEL_DIR --by-type answer  # one judge, per question type
     python -m chartbench lookup MODEL_DIR --n 150           # does it find a value in its own caption?
+    python -m chartbench verdicts RUN_DIR ITEMS.jsonl       # the judge on decidable pairs, per question type
 """
 from __future__ import annotations
 
@@ -75,6 +76,11 @@ def main(argv=None) -> int:
     p = sub.add_parser("captions", help="share of a run's captions that read the colours and values right")
     p.add_argument("run", help="a run DIR (results.jsonl) or compare DIR (one sub-folder per graph)")
     p.add_argument("items")
+    p = sub.add_parser("verdicts", help="a run's judge on its decidable pairs (a right and a wrong final answer), "
+                       "per question type, and what it said where it chose wrong")
+    p.add_argument("run", help="a run DIR (results.jsonl) or compare DIR (one sub-folder per graph)")
+    p.add_argument("items")
+    p.add_argument("--show", type=int, default=0, metavar="K", help="print the first K wrong verdicts of each run")
     args = parser.parse_args(argv)
     t0 = time.time()
 
@@ -153,6 +159,23 @@ def main(argv=None) -> int:
             for kind, s in caption_scores(d / "results.jsonl", args.items).items():
                 print(f"| {d.name} | {kind} | {s['captions']} | {s['colours']:.2f} | {s['values']:.2f} | "
                       f"{s['exact']:.2f} | {s.get('bars', float('nan')):.2f} |")
+    elif args.command == "verdicts":
+        from chartbench.score import run_dirs
+        from chartbench.verdicts import verdicts_by_type
+
+        print("| run | question type | decidable pairs | judge right | accuracy |")
+        print("|---|---|---|---|---|")
+        shown = []
+        for d in run_dirs(args.run):
+            rows, wrong = verdicts_by_type(d, args.items)
+            for qtype, r in rows.items():
+                print(f"| {d.name} | {qtype} | {r['decidable']} | {r['correct']} | {r['accuracy']:.2f} |")
+            shown += [(d.name, w) for w in wrong[:args.show]]
+        for name, w in shown:
+            print(f"\n{name} {w['item']} ({w['stage']} judge): reference {w['reference']}, response 1 concludes "
+                  f"{w['conclusions'][0]!r}, response 2 {w['conclusions'][1]!r}; the judge said:")
+            for text in w["said"]:
+                print(f"  {text}")
     else:
         from chartbench.score import score_runs, table
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -51,10 +52,32 @@ def _conclusion(text: str) -> str | None:
     return parse_stages(text).stages.get("conclusion")
 
 
-def judge_quality(traces: Iterable[dict[str, Any]],
-                  refs: dict[str, tuple[str, list[str] | None]]) -> dict[str, dict[str, Any]]:
-    """Per stage: verdicts, second_rate, agreement, fallback_rate, decidable, accuracy (None where
-    nothing was measured). Only each item's last finished attempt counts (a rerun repeats verdicts)."""
+@dataclass(frozen=True)
+class Verdict:
+    """One verdict a judge made, with what its pair concluded: `right` holds, per candidate of `pair`,
+    whether its final answer scores right (None where the stage or item cannot say), so `correct` is
+    None unless the pair is decidable."""
+
+    item_id: str
+    event: dict[str, Any]
+    conclusions: tuple[str | None, str | None]
+    right: tuple[bool, bool] | None
+
+    @property
+    def decidable(self) -> bool:
+        return self.right is not None and self.right[0] != self.right[1]
+
+    @property
+    def correct(self) -> bool | None:
+        if not self.decidable:
+            return None
+        a, b = self.event["pair"]
+        return self.event["winner"] == (a if self.right[0] else b)
+
+
+def verdicts(traces: Iterable[dict[str, Any]], refs: dict[str, tuple[str, list[str] | None]]) -> Iterable[Verdict]:
+    """Every verdict a judge made (not forfeits, pre-check decisions or identical pairs) in each item's last
+    finished attempt (a rerun repeats verdicts), with its pair's conclusions scored against `refs`."""
     by_trace: dict[str, list[dict[str, Any]]] = defaultdict(list)
     last: dict[str, str] = {}
     for e in traces:
@@ -62,7 +85,6 @@ def judge_quality(traces: Iterable[dict[str, Any]],
             by_trace[e["trace_id"]].append(e)
             if e.get("event") == "item.end":
                 last[e["item_id"]] = e["trace_id"]
-    tally: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for item_id, trace_id in last.items():
         events = by_trace[trace_id]
         texts: dict[str, dict[int, str]] = defaultdict(dict)  # stage span → candidate index → text
@@ -76,27 +98,37 @@ def judge_quality(traces: Iterable[dict[str, Any]],
         for v in events:
             if v["event"] != "judge.verdict" or v.get("parse") in NOT_JUDGED:
                 continue
-            t = tally[v["stage"]]
-            t["verdicts"] += 1
-            t["fallback"] += v.get("parse") == "fallback"
-            orders = v.get("orders") or [{"pair": v["pair"], "winner": v["winner"]}]
-            for o in orders:
-                if o.get("winner") is not None:
-                    t["read"] += 1
-                    t["second"] += o["winner"] == o["pair"][1]
-            if v.get("agreed") is not None:
-                t["both_read"] += 1
-                t["agreed"] += bool(v["agreed"])
-            if ref is None or v["stage"] not in DECIDABLE:
-                continue
             candidates = texts.get(stage_of_select.get(v.get("parent_id", ""), ""), {})
-            a, b = v["pair"]
-            if a not in candidates or b not in candidates:
+            pair = v.get("pair") or ()
+            if v["stage"] not in DECIDABLE or len(pair) != 2 or not all(i in candidates for i in pair):
+                yield Verdict(item_id, v, (None, None), None)
                 continue
-            right = [score(_conclusion(candidates[i]), ref[0], ref[1]) for i in (a, b)]
-            if right[0] != right[1]:
-                t["decidable"] += 1
-                t["correct"] += v["winner"] == (a if right[0] else b)
+            conclusions = tuple(_conclusion(candidates[i]) for i in pair)
+            right = tuple(score(c, ref[0], ref[1]) for c in conclusions) if ref is not None else None
+            yield Verdict(item_id, v, conclusions, right)
+
+
+def judge_quality(traces: Iterable[dict[str, Any]],
+                  refs: dict[str, tuple[str, list[str] | None]]) -> dict[str, dict[str, Any]]:
+    """Per stage: verdicts, second_rate, agreement, fallback_rate, decidable, accuracy (None where
+    nothing was measured)."""
+    tally: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for verdict in verdicts(traces, refs):
+        v = verdict.event
+        t = tally[v["stage"]]
+        t["verdicts"] += 1
+        t["fallback"] += v.get("parse") == "fallback"
+        orders = v.get("orders") or [{"pair": v["pair"], "winner": v["winner"]}]
+        for o in orders:
+            if o.get("winner") is not None:
+                t["read"] += 1
+                t["second"] += o["winner"] == o["pair"][1]
+        if v.get("agreed") is not None:
+            t["both_read"] += 1
+            t["agreed"] += bool(v["agreed"])
+        if verdict.decidable:
+            t["decidable"] += 1
+            t["correct"] += bool(verdict.correct)
     return {stage: _figures(t) for stage, t in tally.items()}
 
 
@@ -120,6 +152,11 @@ def overall(per_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"verdicts": verdicts, "second_rate": mean("second_rate", "verdicts"),
             "agreement": mean("agreement", "verdicts"), "fallback_rate": mean("fallback_rate", "verdicts"),
             "decidable": decidable, "accuracy": mean("accuracy", "decidable")}
+
+
+def run_verdicts(run_dir: Path, items_path: Path | None) -> Iterable[Verdict]:
+    """`verdicts` of DIR/traces.jsonl against ITEMS.jsonl's answers."""
+    return verdicts(_events(Path(run_dir) / "traces.jsonl"), references(items_path))
 
 
 def run_judge_quality(run_dir: Path, items_path: Path | None) -> dict[str, dict[str, Any]]:

@@ -192,3 +192,25 @@ def test_faithful_with_both_orders_is_a_usage_error(tmp_path):
     proc = stagewise("generate", items, "--out", tmp_path / "o", "--model", "hosted_vllm/fake", "--api-base",
                      "http://127.0.0.1:9/v1", "--faithful", "--judge-order", "both")
     assert proc.returncode == 2 and "reference's order only" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_chartbench_verdicts_name_the_question_types_where_the_judge_chose_wrong(tmp_path, fake_server):
+    from chartbench.bench import make_items
+    from chartbench.verdicts import verdicts_by_type
+
+    # two chartbench items whose scripted candidates conclude three wrong answers and the right one last
+    # (quality 3); a judge preferring the lower quality is wrong on every decidable pair
+    rows = []
+    for item in make_items(2, seed=3, types=("bar_tallest", "line_peak")):
+        row = {k: v for k, v in item.row("").items() if k != "image"}  # the scripted server reads no picture
+        row["question"] += f" [[answers-by-q:x1,x2,x3,{item.question.answer}]] [[judge-lower]]"
+        rows.append(row)
+    items = write_items(tmp_path / "items.jsonl", rows)
+    out, _, _ = _generate(tmp_path, fake_server, items, "best_of_n")
+    per_type, wrong = verdicts_by_type(out, items)
+    assert set(per_type) == {"bar_tallest", "line_peak", "all"}
+    # round 1 pairs q=2 with q=3 (decidable) and drops q=3; the final is between two wrong answers
+    assert all(r["decidable"] == 1 and r["correct"] == 0 for t, r in per_type.items() if t != "all")
+    assert per_type["all"] == {"decidable": 2, "correct": 0, "accuracy": 0.0}
+    assert len(wrong) == 2 and all(w["stage"] == "answer" and w["said"] for w in wrong)
+    assert {w["reference"] for w in wrong} == {row["answer"] for row in rows}
