@@ -14,6 +14,7 @@
 #   PROCS    processes writing the set and loading batches (default: every core)
 #   ONPOLICY charts whose answers BASE samples for on-policy judge examples, added twice (default 0: none)
 #   ONPOLICY_T  temperatures they are sampled at    (default 1.5,2.0)
+#   ONPOLICY_TYPES  question types they are drawn from, repeats weighting (default: all, evenly)
 set -euo pipefail
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/stagewise-retrain}
@@ -27,7 +28,8 @@ t0=$(date +%s)
     --judge-kinds summary,caption,caption,reasoning,conclusion,answer,answer --workers "$PROCS"
 if [ "${ONPOLICY:-0}" -gt 0 ]; then
     "$PY" -m chartbench onpolicy "$WORK/data" --model "$BASE" --n "$ONPOLICY" --seed $(( ${SEED:-11} + 10 )) \
-        --temperatures "${ONPOLICY_T:-1.5,2.0}" --top-p 0.95 --batch 1000 --workers "$PROCS"
+        --temperatures "${ONPOLICY_T:-1.5,2.0}" --top-p 0.95 --batch 1000 --workers "$PROCS" \
+        ${ONPOLICY_TYPES:+--types "$ONPOLICY_TYPES"}
     cat "$WORK/data/onpolicy.jsonl" "$WORK/data/onpolicy.jsonl" >> "$WORK/data/train.jsonl"
 fi
 t1=$(date +%s)
