@@ -17,19 +17,19 @@ from search.judge_quality import run_verdicts
 def verdicts_by_type(run_dir, items) -> tuple[dict[str, dict], list[dict]]:
     """({question type: {"decidable", "correct", "accuracy"}} plus "all", [each wrong verdict: item,
     type, stage, reference, both conclusions, the judge's outputs])."""
-    qtype = {item.id: item.question.qtype for item in read_items(items)}
-    answer = {item.id: item.question.answer for item in read_items(items)}
+    questions = {item.id: item.question for item in read_items(items)}
     tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     wrong = []
     for v in run_verdicts(Path(run_dir), Path(items)):
         if not v.decidable:
             continue
-        for key in (qtype.get(v.item_id, "?"), "all"):
+        q = questions[v.item_id]  # a decidable pair's item has a reference answer, so it is in ITEMS
+        for key in (q.qtype, "all"):
             tally[key][0] += 1
             tally[key][1] += bool(v.correct)
         if not v.correct:
-            wrong.append({"item": v.item_id, "type": qtype.get(v.item_id, "?"), "stage": v.event["stage"],
-                          "reference": answer.get(v.item_id), "conclusions": list(v.conclusions),
+            wrong.append({"item": v.item_id, "type": q.qtype, "stage": v.event["stage"],
+                          "reference": q.answer, "conclusions": list(v.conclusions),
                           "said": v.event.get("outputs") or []})
     rows = {k: {"decidable": n, "correct": c, "accuracy": round(c / n, 3)}
             for k, (n, c) in sorted(tally.items(), key=lambda kv: (kv[0] == "all", kv[0]))}
