@@ -101,19 +101,27 @@ def pair_examples(item: BenchItem, kind: str, right: str, wrong: str, hint: str 
     for better in orders:
         r1, r2 = (right, wrong) if better == 1 else (wrong, right)
         prompt = render_judge(kind, question, r1, r2, hint=hint)
-        why = reason.format(w=better) + (_quoted_conclusions(r1, r2) if kind == "answer" else "")
+        why = reason.format(w=better)
+        if kind in ("answer", "conclusion"):
+            why += _checked(_says(r1, kind), q.answer, 1) + _checked(_says(r2, kind), q.answer, 2, last=True)
         out.append(Example(kind, prompt, verdict(why, better), True, better))
     return out
 
 
-def _quoted_conclusions(r1: str, r2: str) -> str:
-    """"; response 1 says 4 and response 2 says 7": a whole-answer judge copies each response's
-    conclusion (its first word) beside the answer it worked out, so the verdict is a comparison of
-    neighbouring words rather than a search through two long answers."""
-    def says(text: str) -> str:
-        words = (parse_stages(text).stages.get("conclusion") or "").split()
-        return words[0] if words else "nothing"
-    return f"; response 1 says {says(r1)} and response 2 says {says(r2)}"
+def _says(text: str, kind: str) -> str:
+    """What a response concludes (the first word of a whole answer's CONCLUSION, or of a conclusion body)."""
+    words = ((parse_stages(text).stages.get("conclusion") or "") if kind == "answer" else text).split()
+    return words[0] if words else "nothing"
+
+
+def _checked(said: str, answer: str, number: int, last: bool = False) -> str:
+    """"; response 1 says blue, no" / ", and response 2 says green, yes": after working the answer out,
+    the judge copies each response's conclusion and checks it against its own answer, so the verdict
+    follows a "yes" (a choice by position). Picking which of two quoted words equals the answer stayed
+    at chance for colours even after 25,000 such pairs (runs J, L, M); the check, shown 32,000 colour
+    pairs, was right on 0.97 (run N, stagewise/model/TRAINING.md)."""
+    ok = "yes" if said.rstrip(".").lower() == answer.lower() else "no"
+    return f"{', and' if last else ';'} response {number} says {said}, {ok}"
 
 
 def judge_example(item: BenchItem, kind: str, rng: random.Random) -> Example:

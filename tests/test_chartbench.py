@@ -2,6 +2,7 @@
 traces that parse and score, judge and pre-check examples in the reference's format, the train file."""
 import json
 import random
+import re
 
 import pytest
 from PIL import Image
@@ -161,6 +162,11 @@ def test_judge_examples_are_the_engines_prompts_with_a_reference_verdict(kind):
             assert "Hint about the Question: " + teacher.caption(item.chart) in ex.prompt
         if kind == "answer":  # the decisive step written out before the answer, never one leap to it
             assert f"; {teacher.solve(item.chart, q).key}, so the answer is {q.answer}; response 1 says " in ex.target
+        if kind in ("answer", "conclusion"):  # each response's conclusion checked, "yes" on the better one's
+            checks = re.findall(r"response (\d) says (\S+), (yes|no)", ex.target)
+            assert [n for n, _, _ in checks] == ["1", "2"] and checks[ex.better - 1][2] == "yes"
+            other = checks[2 - ex.better]  # "no", unless the wrong answer concludes the same (no draw differed)
+            assert other[2] == ("yes" if other[1] == checks[ex.better - 1][1] else "no")
         # the target is "Since [reason], I choose response [1/2]." and both parsers read it right
         assert ex.target.startswith("Since ") and ex.target.endswith(f", I choose response {ex.better}.")
         assert parse_verdict(ex.target) == ex.better - 1
