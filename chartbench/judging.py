@@ -16,6 +16,7 @@ from chartbench.bench import BenchItem
 from chartbench.corrupt import corrupt_answer, wrong_caption, wrong_conclusion, wrong_solution, wrong_summary
 from chartbench.teacher import format_trace, solve, trace
 from judges.pairwise import render_check, render_judge, stage_hint
+from judges.scorers import score
 from stages.agent import question_text
 from stages.tags import parse_stages
 
@@ -103,7 +104,9 @@ def pair_examples(item: BenchItem, kind: str, right: str, wrong: str, hint: str 
         prompt = render_judge(kind, question, r1, r2, hint=hint)
         why = reason.format(w=better)
         if kind in ("answer", "conclusion"):
-            why += _checked(_says(r1, kind), q.answer, 1) + _checked(_says(r2, kind), q.answer, 2, last=True)
+            choices = list(q.choices) if q.choices else None
+            why += (_checked(_says(r1, kind), q.answer, choices, 1)
+                    + _checked(_says(r2, kind), q.answer, choices, 2, last=True))
         out.append(Example(kind, prompt, verdict(why, better), True, better))
     return out
 
@@ -114,13 +117,14 @@ def _says(text: str, kind: str) -> str:
     return words[0] if words else "nothing"
 
 
-def _checked(said: str, answer: str, number: int, last: bool = False) -> str:
+def _checked(said: str, answer: str, choices: list[str] | None, number: int, last: bool = False) -> str:
     """"; response 1 says blue, no" / ", and response 2 says green, yes": after working the answer out,
     the judge copies each response's conclusion and checks it against its own answer, so the verdict
     follows a "yes" (a choice by position). Picking which of two quoted words equals the answer stayed
     at chance for colours even after 25,000 such pairs (runs J, L, M); the check, shown 32,000 colour
-    pairs, was right on 0.97 (run N, stagewise/model/TRAINING.md)."""
-    ok = "yes" if said.rstrip(".").lower() == answer.lower() else "no"
+    pairs, was right on 0.97 (run N, stagewise/model/TRAINING.md). "yes" is the benchmark's own scorer's
+    call, so the check agrees with how a response is marked right."""
+    ok = "yes" if score(said.rstrip("."), answer, choices) else "no"
     return f"{', and' if last else ';'} response {number} says {said}, {ok}"
 
 
