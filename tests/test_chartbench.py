@@ -175,6 +175,18 @@ def test_judge_examples_are_the_engines_prompts_with_a_reference_verdict(kind):
     assert sides == {1, 2}
 
 
+def test_the_judges_check_agrees_with_the_scorer():
+    """A conclusion the benchmark marks right gets "yes" however it is written ("7.0" for 7, "C." for C)."""
+    numeric = next(i for i in ITEMS if not i.question.choices and i.question.answer.isdigit())
+    lettered = next(i for i in ITEMS if i.question.choices)
+    for item, said in ((numeric, numeric.question.answer + ".0"), (lettered, lettered.question.answer + ".")):
+        q = item.question
+        assert score(said, q.answer, list(q.choices) if q.choices else None)
+        for ex in judging.pair_examples(item, "conclusion", said, "nothing", hint=None):
+            checks = re.findall(r"response (\d) says (\S+), (yes|no)", ex.target)
+            assert checks[ex.better - 1] == (str(ex.better), said, "yes") and checks[2 - ex.better][2] == "no"
+
+
 def test_check_examples_are_text_only_and_read_back():
     rng = random.Random(1)
     for item in ITEMS[:80]:
