@@ -96,7 +96,8 @@ def pair_examples(item: BenchItem, kind: str, right: str, wrong: str, hint: str 
     """The `kind` comparison of `right` with `wrong` (the bodies the judge is shown), one example per
     position of the better one in `orders`."""
     q = item.question
-    question = question_text(q.text, list(q.choices) if q.choices else None)
+    choices = list(q.choices) if q.choices else None
+    question = question_text(q.text, choices)
     reason = decisive_reason(item, kind)
     out = []
     for better in orders:
@@ -104,7 +105,6 @@ def pair_examples(item: BenchItem, kind: str, right: str, wrong: str, hint: str 
         prompt = render_judge(kind, question, r1, r2, hint=hint)
         why = reason.format(w=better)
         if kind in ("answer", "conclusion"):
-            choices = list(q.choices) if q.choices else None
             why += (_checked(_says(r1, kind), q.answer, choices, 1)
                     + _checked(_says(r2, kind), q.answer, choices, 2, last=True))
         out.append(Example(kind, prompt, verdict(why, better), True, better))
