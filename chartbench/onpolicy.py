@@ -3,8 +3,10 @@
 Judge examples built only from the teacher's stages and hand-made corruptions teach a judge the
 mistakes we imagined; sampled candidates carry the ones the model makes (a value read off the wrong
 bar, a stage that wanders into another task's words). This samples N whole answers per training chart
-at the temperatures a search samples at, parses their stages, and pairs every wrong stage (and
-whole answer) with the right one, in both orders, with the teacher's decisive reason as the target;
+at the temperatures a search samples at, parses their stages, and pairs every wrong stage with the
+teacher's and every wrong whole answer with one of its own right ones (the teacher's when none was
+right: a judge shown only clean right answers could learn to pick the clean one), in both orders,
+with the teacher's decisive reason as the target;
 a wrong reasoning also gives a pre-check example ("incorrect"). Runs on a GPU in about a minute for
 tens of thousands of charts, or slowly on a CPU.
 """
@@ -44,15 +46,17 @@ def examples_from_samples(item: BenchItem, answers: list[str], rng: random.Rando
     tally: Counter = Counter()
     out: list[Example] = []
     seen: set[tuple[str, str]] = set()
-    for text in answers:
-        stages = parse_stages(text).stages
-        choices = list(item.question.choices) if item.question.choices else None
-        right_answer = bool(stages.get("conclusion")) and score(stages["conclusion"], item.question.answer, choices)
+    choices = list(item.question.choices) if item.question.choices else None
+    parsed = [parse_stages(text).stages for text in answers]
+    right = [bool(s.get("conclusion")) and score(s["conclusion"], item.question.answer, choices) for s in parsed]
+    sampled_right = [text.strip() for text, ok in zip(answers, right) if ok]
+    for text, stages, right_answer in zip(answers, parsed, right):
         tally["answers"] += 1
         tally["answers_right"] += right_answer
         if not right_answer and ("answer", text.strip()) not in seen:
             seen.add(("answer", text.strip()))
-            out += pair_examples(item, "answer", format_trace(good), text.strip(), None)
+            better = rng.choice(sampled_right) if sampled_right else format_trace(good)
+            out += pair_examples(item, "answer", better, text.strip(), None)
         # each stage is judged after the earlier stages were chosen right (as a search that works sees it)
         for kind in STAGES:
             body = (stages.get(kind) or "").strip()

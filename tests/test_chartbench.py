@@ -357,7 +357,7 @@ def test_lookup_bench_lets_the_model_write_the_reasoning_on_the_teacher_caption(
     assert r["line_value"]["right"] == 1.0
 
 
-def test_onpolicy_samples_the_asked_types_and_pairs_wrong_answers_with_the_teachers(tmp_path):
+def test_onpolicy_samples_the_asked_types_and_pairs_wrong_answers_with_right_ones(tmp_path):
     pytest.importorskip("torch")
     from chartbench.onpolicy import write_onpolicy
     from stagewise.demo import MODEL_DIR
@@ -372,10 +372,29 @@ def test_onpolicy_samples_the_asked_types_and_pairs_wrong_answers_with_the_teach
     for r in rows:
         assert "-bar_value-p" in r["id"]
         target = r["conversations"][1]["value"]
-        if r["id"].endswith("-answer"):  # the right one is the teacher's answer, wherever it stands
+        if r["id"].endswith("-answer"):  # a right answer (sampled, else the teacher's) against a wrong one
             better = int(target[-2])
-            right = teacher.format_trace(teacher.trace(*_chart_and_question(r["id"])))
-            assert f"Repsonse {better}: {right}\n" in r["conversations"][0]["value"]
+            _, question = _chart_and_question(r["id"])
+            prompt = r["conversations"][0]["value"]
+            first, second = prompt.split("Repsonse 1: ")[1].split("\nRepsonse 2: ")
+            said = {1: first, 2: second.rsplit("\n\n Please", 1)[0]}
+            concluded = {k: parse_stages(v).stages.get("conclusion") or "" for k, v in said.items()}
+            assert score(concluded[better], question.answer, list(question.choices or [])) is True
+            assert not score(concluded[3 - better], question.answer, list(question.choices or []))
+
+
+def test_onpolicy_pairs_a_wrong_answer_with_a_sampled_right_one_before_the_teachers():
+    from chartbench.onpolicy import examples_from_samples
+
+    item = make_item(5, 0, ("bar_value",), split="train")
+    good = teacher.format_trace(teacher.trace(item.chart, item.question))
+    own = good.replace("<SUMMARY>", "<SUMMARY> Let me see.")  # right, in its own words
+    wrong = re.sub(r"<CONCLUSION> .*? </CONCLUSION>", "<CONCLUSION> 99 </CONCLUSION>", good)
+    for answers, shown in (([own, wrong], own), ([wrong], good)):
+        examples, tally = examples_from_samples(item, answers, random.Random(0))
+        pairs = [e for e in examples if e.kind == "answer"]
+        assert len(pairs) == 2 and {e.better for e in pairs} == {1, 2}  # both orders
+        assert all(f"Repsonse {e.better}: {shown}\n" in e.prompt for e in pairs)
 
 
 def _chart_and_question(row_id: str):
