@@ -91,6 +91,7 @@ def test_ctrl_c_while_calls_wait_for_slots_records_no_failure(tmp_path, fake_ser
     comes. None of them may become an error row; the rerun finishes every item once."""
     server = fake_server_factory(latency_ms=30)
     rows = [{"id": f"q{i}", "question": f"Question {i}?", "answer": "A"} for i in range(12)]
+    rows.insert(1, {"id": "stuck", "question": "Stalls [[slow:caption]]", "answer": "A"})  # the run cannot end first
     items = write_items(tmp_path / "items.jsonl", rows)
     out = tmp_path / "run"
     args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", server.api_base,
@@ -102,7 +103,8 @@ def test_ctrl_c_while_calls_wait_for_slots_records_no_failure(tmp_path, fake_ser
     assert proc.returncode == 130, err
     first = read_jsonl(out / "results.jsonl")
     assert first and all(r["status"] == "ok" for r in first), [r["error"] for r in first if r["status"] != "ok"]
-    assert len(first) < len(rows)
+    assert len(first) < len(rows) and "stuck" not in {r["id"] for r in first}
+    server.get("/release")
     stagewise(*args, check=True)
     final = read_jsonl(out / "results.jsonl")
     assert Counter(r["id"] for r in final) == Counter({r["id"]: 1 for r in rows})
