@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=256, help="charts per generate call")
     p.add_argument("--types", default=None,
                    help="comma-separated question types to draw from (repeat one to weight it; default all)")
+    p.add_argument("--stages", default=None,
+                   help="comma-separated stages to sample also one at a time, after the teacher's earlier stages, "
+                        "as stage_beam asks them (e.g. conclusion; default none: whole answers only)")
     p.add_argument("--workers", type=int, default=1, help="processes drawing the charts (default 1)")
     p = sub.add_parser("base", help="build the untrained base model (LLaVA, fitted tokenizer)")
     p.add_argument("out")
@@ -109,11 +112,14 @@ def main(argv=None) -> int:
     elif args.command == "onpolicy":
         from chartbench.onpolicy import write_onpolicy
         from chartbench.questions import TYPES
+        from stages.tags import STAGES
 
         temps = tuple(float(t) for t in args.temperatures.split(",") if t.strip())
         path, tally = write_onpolicy(args.out, args.model, args.n, args.seed, samples=args.samples,
                                      temperatures=temps, top_p=args.top_p, batch=args.batch,
-                                     types=names(args.types, TYPES, "question type"), workers=args.workers)
+                                     types=names(args.types, TYPES, "question type"),
+                                     stages=names(args.stages, STAGES, "stage") if args.stages else (),
+                                     workers=args.workers)
         rows = sum(v for k, v in tally.items() if not k.startswith("T"))
         print(f"wrote {rows} rows to {path} ({time.time() - t0:.1f} s)")
         for k in sorted(tally):

@@ -72,11 +72,66 @@ def examples_from_samples(item: BenchItem, answers: list[str], rng: random.Rando
             if not body or (kind, body) in seen:
                 continue
             seen.add((kind, body))
-            hint = stage_hint(kind, good) if kind in ("reasoning", "conclusion") else None
-            out += pair_examples(item, kind, good[kind], body, hint)
-            if kind == "reasoning":
-                out.append(Example("check", render_check(good["caption"], body), "incorrect", False))
-                out.append(Example("check", render_check(good["caption"], good["reasoning"]), "correct", False))
+            out += _wrong_stage_rows(item, kind, body, good, good[kind])
+    rng.shuffle(out)
+    return out, tally
+
+
+def _wrong_stage_rows(item: BenchItem, kind: str, wrong: str, good: dict[str, str], better: str) -> list[Example]:
+    """A wrong `kind` body against `better`, both orders, after the teacher's earlier stages (the hint the
+    stage judge is shown); a wrong reasoning also gives a pre-check pair."""
+    hint = stage_hint(kind, good) if kind in ("reasoning", "conclusion") else None
+    out = pair_examples(item, kind, better, wrong, hint)
+    if kind == "reasoning":
+        out.append(Example("check", render_check(good["caption"], wrong), "incorrect", False))
+        out.append(Example("check", render_check(good["caption"], good["reasoning"]), "correct", False))
+    return out
+
+
+def stage_start(good: dict[str, str], stage: str) -> str:
+    """The teacher's answer up to where `stage` begins, as a stage search continues its chosen prefix."""
+    text = format_trace(good)
+    i = STAGES.index(stage)
+    if i == 0:
+        return ""
+    closing = f"</{STAGES[i - 1].upper()}>"
+    return text[:text.index(closing) + len(closing)]
+
+
+def sample_stage(model_dir, items: list[BenchItem], images: list[Path], stage: str, *, samples: int,
+                 temperature: float, top_p: float, max_new_tokens: int = 128, batch: int = 256,
+                 seed: int = 0) -> list[list[str]]:
+    """`samples` bodies of `stage` per item, each continuing the teacher's earlier stages and stopped at
+    the stage's closing tag, as stage_beam asks for them (sampled as `sample_answers` samples)."""
+    model, proc = load(model_dir)
+    starts = [stage_start(trace(item.chart, item.question), stage) for item in items]
+    new = generate(model, proc, [full_prompt(item) for item in items], images, batch=batch, seed=seed,
+                   num_return_sequences=samples, starts=starts, do_sample=True, temperature=temperature,
+                   top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, stop_strings=[f"</{stage.upper()}>"],
+                   tokenizer=proc.tokenizer)
+    bodies = [(parse_stages(starts[i // samples] + text).stages.get(stage) or "").strip()
+              for i, text in enumerate(new)]
+    return [bodies[i * samples:(i + 1) * samples] for i in range(len(items))]
+
+
+def examples_from_stage_samples(item: BenchItem, stage: str, bodies: list[str],
+                                rng: random.Random) -> tuple[list[Example], Counter]:
+    """Judge examples from one item's sampled `stage` bodies: each wrong one against the teacher's, or,
+    for a conclusion, against one of its own right ones (the teacher's where none was right)."""
+    good = trace(item.chart, item.question)
+    choices = list(item.question.choices) if item.question.choices else None
+
+    def right(body: str) -> bool:
+        if stage == "conclusion":
+            return bool(body) and score(body, item.question.answer, choices)
+        return body == good[stage]
+
+    sampled_right = [b for b in bodies if right(b)] if stage == "conclusion" else []
+    tally: Counter = Counter({f"{stage}_sampled": len(bodies), f"{stage}_sampled_right": sum(map(right, bodies))})
+    out: list[Example] = []
+    for body in dict.fromkeys(b for b in bodies if b and not right(b)):  # each wrong body once, in order
+        better = rng.choice(sampled_right) if sampled_right else good[stage]
+        out += _wrong_stage_rows(item, stage, body, good, better)
     rng.shuffle(out)
     return out, tally
 
@@ -87,10 +142,12 @@ def _render_to(item: BenchItem, path: Path) -> None:
 
 def write_onpolicy(out, model_dir, n: int, seed: int, *, samples: int = 4, temperatures: tuple[float, ...] = (1.5,),
                    top_p: float = 0.95, batch: int = 256, types: tuple[str, ...] = TYPES,
-                   workers: int = 1) -> tuple[Path, Counter]:
+                   stages: tuple[str, ...] = (), workers: int = 1) -> tuple[Path, Counter]:
     """OUT/onpolicy.jsonl (+ images) from `n` train-split charts of seed `seed` (`types` may repeat a type
     to weight it, as the training set's do: draw the types the model gets wrong); each chart is sampled at
-    one of `temperatures` in turn. Returns the file and a tally of rows and of sampled stages right."""
+    one of `temperatures` in turn: whole answers, and each of `stages` after the teacher's earlier stages
+    (a whole answer reaches a wrong conclusion after the teacher's reasoning only rarely). Returns the file
+    and a tally of rows and of sampled stages right."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     items = [make_item(seed, i, types, split="train") for i in range(n)]
@@ -115,4 +172,17 @@ def write_onpolicy(out, model_dir, n: int, seed: int, *, samples: int = 4, tempe
                 for k, ex in enumerate(exs):
                     tally[ex.kind] += 1
                     f.write(json.dumps(row(f"{item.id}-p{k}-{ex.kind}", ex, f"images/{item.id}.png")) + "\n")
+            for stage in stages:
+                bodies = sample_stage(model_dir, [items[i] for i in picked], [paths[i] for i in picked], stage,
+                                      samples=samples, temperature=temperature, top_p=top_p, batch=batch,
+                                      seed=seed + t_index + 1000 * (1 + STAGES.index(stage)))
+                for i, sampled in zip(picked, bodies):
+                    item = items[i]
+                    rng = random.Random(f"chartbench-onpolicy:{seed}:{i}:{stage}")
+                    exs, t = examples_from_stage_samples(item, stage, sampled, rng)
+                    tally.update({f"T{temperature}:{k}": v for k, v in t.items()})
+                    for k, ex in enumerate(exs):
+                        tally[ex.kind] += 1
+                        f.write(json.dumps(row(f"{item.id}-s{stage[:3]}{k}-{ex.kind}", ex,
+                                               f"images/{item.id}.png")) + "\n")
     return path, tally

@@ -15,6 +15,7 @@
 #   ONPOLICY charts whose answers BASE samples for on-policy judge examples, added twice (default 0: none)
 #   ONPOLICY_T  temperatures they are sampled at    (default 1.5,2.0)
 #   ONPOLICY_TYPES  question types they are drawn from, repeats weighting (default: all, evenly)
+#   ONPOLICY_STAGES stages also sampled one at a time after the teacher's earlier ones (default conclusion; empty: none)
 set -euo pipefail
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/stagewise-retrain}
@@ -29,7 +30,7 @@ t0=$(date +%s)
 if [ "${ONPOLICY:-0}" -gt 0 ]; then
     "$PY" -m chartbench onpolicy "$WORK/data" --model "$BASE" --n "$ONPOLICY" --seed $(( ${SEED:-11} + 10 )) \
         --temperatures "${ONPOLICY_T:-1.5,2.0}" --top-p 0.95 --batch 1000 --workers "$PROCS" \
-        ${ONPOLICY_TYPES:+--types "$ONPOLICY_TYPES"}
+        --stages "${ONPOLICY_STAGES-conclusion}" ${ONPOLICY_TYPES:+--types "$ONPOLICY_TYPES"}
     cat "$WORK/data/onpolicy.jsonl" "$WORK/data/onpolicy.jsonl" >> "$WORK/data/train.jsonl"
 fi
 t1=$(date +%s)

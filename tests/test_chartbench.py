@@ -401,3 +401,57 @@ def _chart_and_question(row_id: str):
     seed, i = row_id.split("-")[:2]
     item = make_item(int(seed), int(i), ("bar_value",), split="train")
     return item.chart, item.question
+
+
+def test_a_stage_is_sampled_after_the_teachers_earlier_stages():
+    from chartbench.onpolicy import stage_start
+
+    item = make_item(5, 1, ("bar_tallest",), split="train")
+    good = teacher.trace(item.chart, item.question)
+    assert stage_start(good, "summary") == ""
+    for i, stage in enumerate(("caption", "reasoning", "conclusion"), start=1):
+        start = stage_start(good, stage)
+        assert start.endswith(f"</{('summary', 'caption', 'reasoning')[i - 1].upper()}>")
+        assert {k: v for k, v in parse_stages(start).stages.items() if v} == \
+            {k: good[k] for k in ("summary", "caption", "reasoning")[:i]}
+
+
+def test_stage_samples_pair_each_wrong_body_once_against_a_right_one():
+    from chartbench.onpolicy import examples_from_stage_samples
+
+    item = make_item(5, 0, ("bar_value",), split="train")
+    good = teacher.trace(item.chart, item.question)
+    answer = item.question.answer
+    # a conclusion: the wrong one against the model's own right one ("2." is right by the scorer)
+    examples, tally = examples_from_stage_samples(item, "conclusion", [f"{answer}.", "99", "99", ""], random.Random(0))
+    assert tally == {"conclusion_sampled": 4, "conclusion_sampled_right": 1}
+    assert len(examples) == 2 and {e.better for e in examples} == {1, 2}  # "99" once, in both orders
+    assert all(f"Repsonse {e.better}: {answer}.\n" in e.prompt and good["reasoning"] in e.prompt for e in examples)
+    # a reasoning: the wrong one against the teacher's, the caption as the hint, and a pre-check pair
+    wrong = good["reasoning"].replace(answer, "99")
+    examples, tally = examples_from_stage_samples(item, "reasoning", [wrong, good["reasoning"]], random.Random(0))
+    assert tally == {"reasoning_sampled": 2, "reasoning_sampled_right": 1}
+    pairs = [e for e in examples if e.kind == "reasoning"]
+    assert len(pairs) == 2 and all(f"Repsonse {e.better}: {good['reasoning']}\n" in e.prompt
+                                   and good["caption"] in e.prompt for e in pairs)
+    assert sorted(e.target for e in examples if e.kind == "check") == ["correct", "incorrect"]
+
+
+def test_onpolicy_samples_stages_after_the_teachers_prefix(tmp_path):
+    pytest.importorskip("torch")
+    from chartbench.onpolicy import write_onpolicy
+    from stagewise.demo import MODEL_DIR
+
+    path, tally = write_onpolicy(tmp_path, MODEL_DIR, n=3, seed=5, samples=2, temperatures=(2.0,), batch=3,
+                                 types=("bar_value",), stages=("reasoning",))
+    assert tally["T2.0:reasoning_sampled"] == 6 and tally["T2.0:answers"] == 6
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == sum(v for k, v in tally.items() if not k.startswith("T"))
+    staged = [r for r in rows if "-srea" in r["id"] and r["id"].endswith("-reasoning")]
+    assert tally["T2.0:reasoning_sampled_right"] < 6 and staged  # at T 2.0 some reasonings are wrong (seeded)
+    for r in staged:  # the teacher's reasoning is the better one, the teacher's caption the hint
+        chart, question = _chart_and_question(r["id"])
+        good = teacher.trace(chart, question)
+        better = int(r["conversations"][1]["value"][-2])
+        prompt = r["conversations"][0]["value"]
+        assert f"Repsonse {better}: {good['reasoning']}\n" in prompt and good["caption"] in prompt
