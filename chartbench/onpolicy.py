@@ -7,8 +7,10 @@ at the temperatures a search samples at, parses their stages, and pairs every wr
 teacher's and every wrong whole answer with one of its own right ones (the teacher's when none was
 right: a judge shown only clean right answers could learn to pick the clean one), in both orders,
 with the teacher's decisive reason as the target;
-a wrong reasoning also gives a pre-check example ("incorrect"). Runs on a GPU in about a minute for
-tens of thousands of charts, or slowly on a CPU.
+a wrong reasoning also gives a pre-check example ("incorrect"). With `stages`, it also samples those
+stages one at a time after the teacher's earlier ones, as stage_beam asks them (whole answers rarely
+reach a wrong conclusion after a right reasoning, so its judge would otherwise see few such pairs).
+Runs on a GPU in about a minute for tens of thousands of charts, or slowly on a CPU.
 """
 from __future__ import annotations
 
@@ -169,9 +171,7 @@ def write_onpolicy(out, model_dir, n: int, seed: int, *, samples: int = 4, tempe
                 rng = random.Random(f"chartbench-onpolicy:{seed}:{i}")
                 exs, t = examples_from_samples(item, texts, rng)
                 tally.update({f"T{temperature}:{k}": v for k, v in t.items()})
-                for k, ex in enumerate(exs):
-                    tally[ex.kind] += 1
-                    f.write(json.dumps(row(f"{item.id}-p{k}-{ex.kind}", ex, f"images/{item.id}.png")) + "\n")
+                _write_rows(f, item, exs, "p", tally)
             for stage in stages:
                 bodies = sample_stage(model_dir, [items[i] for i in picked], [paths[i] for i in picked], stage,
                                       samples=samples, temperature=temperature, top_p=top_p, batch=batch,
@@ -181,8 +181,12 @@ def write_onpolicy(out, model_dir, n: int, seed: int, *, samples: int = 4, tempe
                     rng = random.Random(f"chartbench-onpolicy:{seed}:{i}:{stage}")
                     exs, t = examples_from_stage_samples(item, stage, sampled, rng)
                     tally.update({f"T{temperature}:{k}": v for k, v in t.items()})
-                    for k, ex in enumerate(exs):
-                        tally[ex.kind] += 1
-                        f.write(json.dumps(row(f"{item.id}-s{stage[:3]}{k}-{ex.kind}", ex,
-                                               f"images/{item.id}.png")) + "\n")
+                    _write_rows(f, item, exs, f"s{stage[:3]}", tally)
     return path, tally
+
+
+def _write_rows(f, item: BenchItem, examples: list[Example], tag: str, tally: Counter) -> None:
+    """One training row per example (ids ITEM-TAGk-KIND, the chart beside the file), counted by kind."""
+    for k, ex in enumerate(examples):
+        tally[ex.kind] += 1
+        f.write(json.dumps(row(f"{item.id}-{tag}{k}-{ex.kind}", ex, f"images/{item.id}.png")) + "\n")
