@@ -31,17 +31,28 @@ from judges.scorers import score
 from stages.tags import STAGES, parse_stages
 
 
-def sample_answers(model_dir, items: list[BenchItem], images: list[Path], *, samples: int, temperature: float,
-                   top_p: float, max_new_tokens: int = 128, batch: int = 256, seed: int = 0) -> list[list[str]]:
-    """`samples` whole answers per item (its chart at `images[i]`) from the four-stage prompt, as
-    `--mode full` asks it, sampled as the engine samples: temperature and top-p only (`top_k=0`:
-    generate's default top-k of 50 would cut the tail a hot search draws from; at T 2.0 it made run I
-    right on 0.86 of its samples, against 0.49 in the demo's chain)."""
-    model, proc = load(model_dir)
-    new = generate(model, proc, [full_prompt(item) for item in items], images, batch=batch, seed=seed,
-                   num_return_sequences=samples, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                   max_new_tokens=max_new_tokens)
+def _sample(model, proc, items: list[BenchItem], images: list[Path], *, samples: int, temperature: float,
+            top_p: float, batch: int, seed: int, max_new_tokens: int = 128, **more) -> list[str]:
+    """`samples` replies per item to the four-stage prompt (in a row per item), sampled as the engine
+    samples: temperature and top-p only (`top_k=0`: generate's default top-k of 50 would cut the tail a
+    hot search draws from; at T 2.0 it made run I right on 0.86 of its samples, against 0.49 in the
+    demo's chain)."""
+    return generate(model, proc, [full_prompt(item) for item in items], images, batch=batch, seed=seed,
+                    num_return_sequences=samples, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                    max_new_tokens=max_new_tokens, **more)
+
+
+def sample_answers(model, proc, items: list[BenchItem], images: list[Path], *, samples: int, **sampling
+                   ) -> list[list[str]]:
+    """`samples` whole answers per item (its chart at `images[i]`), as `--mode full` asks them."""
+    new = _sample(model, proc, items, images, samples=samples, **sampling)
     return [new[i * samples:(i + 1) * samples] for i in range(len(items))]
+
+
+def _right_conclusion(item: BenchItem, conclusion: str | None) -> bool:
+    """Whether a conclusion is right by the benchmark's own scorer."""
+    choices = list(item.question.choices) if item.question.choices else None
+    return bool(conclusion) and score(conclusion, item.question.answer, choices)
 
 
 def examples_from_samples(item: BenchItem, answers: list[str], rng: random.Random) -> tuple[list[Example], Counter]:
@@ -50,9 +61,8 @@ def examples_from_samples(item: BenchItem, answers: list[str], rng: random.Rando
     tally: Counter = Counter()
     out: list[Example] = []
     seen: set[tuple[str, str]] = set()
-    choices = list(item.question.choices) if item.question.choices else None
     parsed = [parse_stages(text).stages for text in answers]
-    right = [bool(s.get("conclusion")) and score(s["conclusion"], item.question.answer, choices) for s in parsed]
+    right = [_right_conclusion(item, s.get("conclusion")) for s in parsed]
     sampled_right = [text.strip() for text, ok in zip(answers, right) if ok]
     for text, stages, right_answer in zip(answers, parsed, right):
         tally["answers"] += 1
@@ -100,17 +110,13 @@ def stage_start(good: dict[str, str], stage: str) -> str:
     return text[:text.index(closing) + len(closing)]
 
 
-def sample_stage(model_dir, items: list[BenchItem], images: list[Path], stage: str, *, samples: int,
-                 temperature: float, top_p: float, max_new_tokens: int = 128, batch: int = 256,
-                 seed: int = 0) -> list[list[str]]:
+def sample_stage(model, proc, items: list[BenchItem], images: list[Path], stage: str, *, samples: int,
+                 **sampling) -> list[list[str]]:
     """`samples` bodies of `stage` per item, each continuing the teacher's earlier stages and stopped at
-    the stage's closing tag, as stage_beam asks for them (sampled as `sample_answers` samples)."""
-    model, proc = load(model_dir)
+    the stage's closing tag, as stage_beam asks for them."""
     starts = [stage_start(trace(item.chart, item.question), stage) for item in items]
-    new = generate(model, proc, [full_prompt(item) for item in items], images, batch=batch, seed=seed,
-                   num_return_sequences=samples, starts=starts, do_sample=True, temperature=temperature,
-                   top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, stop_strings=[f"</{stage.upper()}>"],
-                   tokenizer=proc.tokenizer)
+    new = _sample(model, proc, items, images, samples=samples, starts=starts,
+                  stop_strings=[f"</{stage.upper()}>"], tokenizer=proc.tokenizer, **sampling)
     bodies = [(parse_stages(starts[i // samples] + text).stages.get(stage) or "").strip()
               for i, text in enumerate(new)]
     return [bodies[i * samples:(i + 1) * samples] for i in range(len(items))]
@@ -121,12 +127,9 @@ def examples_from_stage_samples(item: BenchItem, stage: str, bodies: list[str],
     """Judge examples from one item's sampled `stage` bodies: each wrong one against the teacher's, or,
     for a conclusion, against one of its own right ones (the teacher's where none was right)."""
     good = trace(item.chart, item.question)
-    choices = list(item.question.choices) if item.question.choices else None
 
     def right(body: str) -> bool:
-        if stage == "conclusion":
-            return bool(body) and score(body, item.question.answer, choices)
-        return body == good[stage]
+        return _right_conclusion(item, body) if stage == "conclusion" else body == good[stage]
 
     sampled_right = [b for b in bodies if right(b)] if stage == "conclusion" else []
     tally: Counter = Counter({f"{stage}_sampled": len(bodies), f"{stage}_sampled_right": sum(map(right, bodies))})
@@ -160,10 +163,11 @@ def write_onpolicy(out, model_dir, n: int, seed: int, *, samples: int = 4, tempe
         pool.starmap(_render_to, [(item, path) for item, path in zip(items, paths)], chunksize=64)
     tally: Counter = Counter()
     path = out / "onpolicy.jsonl"
+    model, proc = load(model_dir)
     with open(path, "w", encoding="utf-8") as f:
         for t_index, temperature in enumerate(temperatures):
             picked = list(range(t_index, n, len(temperatures)))
-            answers = sample_answers(model_dir, [items[i] for i in picked], [paths[i] for i in picked],
+            answers = sample_answers(model, proc, [items[i] for i in picked], [paths[i] for i in picked],
                                      samples=samples, temperature=temperature, top_p=top_p, batch=batch,
                                      seed=seed + t_index)
             for i, texts in zip(picked, answers):
@@ -173,7 +177,7 @@ def write_onpolicy(out, model_dir, n: int, seed: int, *, samples: int = 4, tempe
                 tally.update({f"T{temperature}:{k}": v for k, v in t.items()})
                 _write_rows(f, item, exs, "p", tally)
             for stage in stages:
-                bodies = sample_stage(model_dir, [items[i] for i in picked], [paths[i] for i in picked], stage,
+                bodies = sample_stage(model, proc, [items[i] for i in picked], [paths[i] for i in picked], stage,
                                       samples=samples, temperature=temperature, top_p=top_p, batch=batch,
                                       seed=seed + t_index + 1000 * (1 + STAGES.index(stage)))
                 for i, sampled in zip(picked, bodies):
