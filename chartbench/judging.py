@@ -10,10 +10,13 @@ check_reasoning prompt with the caption as "Given Information"; the target is "c
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from chartbench.bench import BenchItem
+from chartbench.charts import PALETTE
 from chartbench.corrupt import corrupt_answer, wrong_caption, wrong_conclusion, wrong_solution, wrong_summary
+from chartbench.questions import Question
 from chartbench.teacher import format_trace, solve, trace
 from judges.pairwise import render_check, render_judge, stage_hint
 from judges.scorers import score
@@ -104,17 +107,35 @@ def pair_examples(item: BenchItem, kind: str, right: str, wrong: str, hint: str 
         r1, r2 = (right, wrong) if better == 1 else (wrong, right)
         prompt = render_judge(kind, question, r1, r2, hint=hint)
         why = reason.format(w=better)
-        if kind in ("answer", "conclusion"):
-            why += (_checked(_says(r1, kind), q.answer, choices, 1)
-                    + _checked(_says(r2, kind), q.answer, choices, 2, last=True))
+        if kind in ("answer", "conclusion", "reasoning"):
+            why += (_checked(_says(r1, kind, q), q.answer, choices, 1)
+                    + _checked(_says(r2, kind, q), q.answer, choices, 2, last=True))
         out.append(Example(kind, prompt, verdict(why, better), True, better))
     return out
 
 
-def _says(text: str, kind: str) -> str:
-    """What a response concludes (the first word of a whole answer's CONCLUSION, or of a conclusion body)."""
+def _says(text: str, kind: str, question: Question) -> str:
+    """What a response concludes: the first word of a whole answer's CONCLUSION or of a conclusion body,
+    or what a reasoning works out (`worked_out`)."""
+    if kind == "reasoning":
+        return worked_out(text, question)
     words = ((parse_stages(text).stages.get("conclusion") or "") if kind == "answer" else text).split()
     return words[0] if words else "nothing"
+
+
+def worked_out(reasoning: str, question: Question) -> str:
+    """The answer a reasoning arrives at, in the answer's own form: its last option letter ("Blue is option
+    B") where the question has options, else its last colour where the answer is a colour, else its last
+    number; "nothing" where it has none. The reasoning judge checks this as the others check conclusions:
+    without it, run S's reasoning judge worked the answer out right and then chose by position."""
+    words = re.findall(r"[A-Za-z]+|\d+", reasoning)
+    if question.choices:
+        found = [w for before, w in zip([""] + words, words) if before.lower() == "option" and len(w) == 1]
+    elif question.answer in PALETTE:
+        found = [w for w in words if w.lower() in PALETTE]
+    else:
+        found = [w for w in words if w.isdigit()]
+    return found[-1] if found else "nothing"
 
 
 def _checked(said: str, answer: str, choices: list[str] | None, number: int, last: bool = False) -> str:

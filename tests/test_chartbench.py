@@ -162,7 +162,7 @@ def test_judge_examples_are_the_engines_prompts_with_a_reference_verdict(kind):
             assert "Hint about the Question: " + teacher.caption(item.chart) in ex.prompt
         if kind == "answer":  # the decisive step written out before the answer, never one leap to it
             assert f"; {teacher.solve(item.chart, q).key}, so the answer is {q.answer}; response 1 says " in ex.target
-        if kind in ("answer", "conclusion"):  # each response's conclusion checked, "yes" on the better one's
+        if kind in ("answer", "conclusion", "reasoning"):  # each response's result checked, "yes" on the better one's
             checks = re.findall(r"response (\d) says (\S+), (yes|no)", ex.target)
             assert [n for n, _, _ in checks] == ["1", "2"] and checks[ex.better - 1][2] == "yes"
             other = checks[2 - ex.better]  # "no", unless the wrong answer concludes the same (no draw differed)
@@ -185,6 +185,21 @@ def test_the_judges_check_agrees_with_the_scorer():
         for ex in judging.pair_examples(item, "conclusion", said, "nothing", hint=None):
             checks = re.findall(r"response (\d) says (\S+), (yes|no)", ex.target)
             assert checks[ex.better - 1] == (str(ex.better), said, "yes") and checks[2 - ex.better][2] == "no"
+
+
+def test_what_a_reasoning_works_out_is_read_in_the_answers_form():
+    """The reasoning judge checks the answer each reasoning arrives at: the teacher's always scores right,
+    a corrupted one never, whatever the question type."""
+    rng = random.Random(3)
+    for item in ITEMS:
+        q = item.question
+        choices = list(q.choices) if q.choices else None
+        assert score(judging.worked_out(teacher.trace(item.chart, q)["reasoning"], q), q.answer, choices), item.id
+        assert not score(judging.worked_out(corrupt.wrong_solution(item.chart, q, rng).reasoning, q), q.answer,
+                         choices), item.id
+    lettered = next(i for i in ITEMS if i.question.choices)
+    assert judging.worked_out("Green is option B. </REASONING> A", lettered.question) == "B"
+    assert judging.worked_out("Bar 1 is red, yQuestion: How", lettered.question) == "nothing"
 
 
 def test_check_examples_are_text_only_and_read_back():
