@@ -124,6 +124,14 @@ def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED,
     return report
 
 
+def judge_beside(model_dir: Path) -> Path | None:
+    """The judge shipped with a model, MODEL/judge/ (the model trained further on judge examples only,
+    so judging does not compete with answering for its few weights: stagewise/model/TRAINING.md), or
+    None where there is none: the model then judges its own candidates."""
+    folder = model_dir / "judge"
+    return folder if (folder / "config.json").is_file() else None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import importlib.util
 
@@ -131,8 +139,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if missing:
         return _fail(f"needs {', '.join(missing)}: pip install -e '.[hf]' (or 'stagewise[hf]')")
     model_dir = Path(args.model).expanduser() if args.model else MODEL_DIR
-    if not (model_dir / "config.json").is_file():
-        return _fail(f"no model in {model_dir} (expected config.json there; see stagewise/model/TRAINING.md)")
+    judge_dir = Path(args.judge_model).expanduser() if args.judge_model else judge_beside(model_dir)
+    for folder in (model_dir, judge_dir):
+        if folder and not (folder / "config.json").is_file():
+            return _fail(f"no model in {folder} (expected config.json there; see stagewise/model/TRAINING.md)")
     for name in ("items", "n", "max_tokens", "threads"):
         if getattr(args, name) < 1:
             return _fail(f"--{name.replace('_', '-')} must be at least 1")
@@ -140,7 +150,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"stagewise demo: {args.items} fresh chart questions (seed {args.seed}) -> {out}/ITEMS.jsonl; "
           f"graphs {args.graphs} with N={args.n}, temperature {args.temperature} (top-p {args.top_p}"
           f"{'' if args.judge_temperature is None else f', judges at {args.judge_temperature}'}), "
-          f"model hf:{model_dir}, offline, on "
+          f"model hf:{model_dir}{f', judge hf:{judge_dir}' if judge_dir else ''}, offline, on "
           f"{args.threads} torch thread(s) of {available_cores()} CPU core(s)", flush=True)
     try:
         report = run_demo(out, items=args.items, seed=args.seed, n=args.n, model_dir=model_dir.resolve(),
@@ -148,6 +158,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           progress=not args.no_progress,
                           options=("--judge-order", args.judge_order, "--judge-logprobs", args.judge_logprobs,
                                  "--temperature", str(args.temperature), "--top-p", str(args.top_p))
+                          + (() if judge_dir is None else ("--judge-model", f"hf:{judge_dir.resolve()}"))
                           + (() if args.judge_temperature is None else
                              ("--judge-temperature", str(args.judge_temperature))))
     except OutInUse as exc:
@@ -180,6 +191,9 @@ def register(subparsers) -> None:
     p.add_argument("--graphs", default=GRAPHS, help=f"graphs to compare (default {GRAPHS})")
     p.add_argument("--model", default=None,
                    help="a model folder to use instead of the shipped one (default: stagewise/model/)")
+    p.add_argument("--judge-model", default=None,
+                   help="a model folder for the judge calls and pre-checks (default: the model folder's judge/ "
+                        "where it has one, else the model itself; pass the model folder to have it judge itself)")
     p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
                    help=f"max new tokens per call (default {DEFAULT_MAX_TOKENS})")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,

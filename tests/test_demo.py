@@ -39,6 +39,20 @@ def test_missing_model_is_a_usage_error(tmp_path, capsys):
     assert "no model in" in capsys.readouterr().err
 
 
+def test_the_judge_is_the_model_folders_judge_where_it_has_one(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    assert demo.judge_beside(tmp_path / "m") is None  # the model judges its own candidates
+    (tmp_path / "m" / "judge").mkdir()
+    assert demo.judge_beside(tmp_path / "m") is None  # an empty folder is no model
+    (tmp_path / "m" / "judge" / "config.json").write_text("{}")
+    assert demo.judge_beside(tmp_path / "m") == tmp_path / "m" / "judge"
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    args = _parser().parse_args(["demo", "--out", str(tmp_path / "o"), "--judge-model", str(tmp_path / "none")])
+    assert args.func(args) == 2
+    assert f"no model in {tmp_path / 'none'}" in capsys.readouterr().err
+
+
 def test_demo_end_to_end_on_two_items(tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -66,6 +80,8 @@ def test_demo_end_to_end_on_two_items(tmp_path, capsys):
         events = [json.loads(line) for line in (out / graph / "traces.jsonl").read_text().splitlines()]
         calls = [e for e in events if e.get("event") == "llm.call"]
         assert calls and all(e["model"].startswith("hf:") for e in calls)
+        judge = demo.judge_beside(demo.MODEL_DIR)  # the shipped judge where there is one, else the model
+        assert {e["model"] for e in calls if e["role"] != "generate"} <= {f"hf:{judge or demo.MODEL_DIR}"}
         if graph in ("best_of_n", "stage_beam"):  # the same model judged its own candidates
             verdicts = [e for e in events if e.get("event") == "judge.verdict"]
             assert verdicts and all(e["temperature"] == 0 for e in calls if e["role"] != "generate")
