@@ -3,8 +3,9 @@
 It draws a fresh chart benchmark (chartbench: bar and line charts with exact answers), then runs
 chain, best_of_n, stage_beam and vote on it with the small vision-language model shipped in
 stagewise/model/ — trained by `stagewise train` on chartbench's teacher traces and judge examples
-(stagewise/model/TRAINING.md), so the same model answers in four stages and judges its own
-candidates, as in LLaVA-CoT — in-process through the transformers backend (`--model hf:DIR`). It
+(stagewise/model/TRAINING.md), so it answers in four stages as in LLaVA-CoT — and its judge, shipped beside
+it in stagewise/model/judge/ (the same model trained further on judge examples, its own sampled candidates
+among them), in-process through the transformers backend (`--model hf:DIR`). It
 prints the compare table, accuracy per question type next to chance, and where the traces and the
 report are. Nothing is downloaded; no API key is read.
 

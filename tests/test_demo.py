@@ -82,7 +82,7 @@ def test_demo_end_to_end_on_two_items(tmp_path, capsys):
         assert calls and all(e["model"].startswith("hf:") for e in calls)
         judge = demo.judge_beside(demo.MODEL_DIR)  # the shipped judge where there is one, else the model
         assert {e["model"] for e in calls if e["role"] != "generate"} <= {f"hf:{judge or demo.MODEL_DIR}"}
-        if graph in ("best_of_n", "stage_beam"):  # the same model judged its own candidates
+        if graph in ("best_of_n", "stage_beam"):  # the judge judged the candidates, greedily
             verdicts = [e for e in events if e.get("event") == "judge.verdict"]
             assert verdicts and all(e["temperature"] == 0 for e in calls if e["role"] != "generate")
             judged += sum(v["parse"] != "same" for v in verdicts)
