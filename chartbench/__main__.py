@@ -2,6 +2,7 @@
 
     python -m chartbench items OUT --n 200 --seed 7        # OUT/ITEMS.jsonl + OUT/images/
     python -m chartbench trainset OUT --n 30000 --seed 1   # OUT/train.jsonl for `stagewise train`
+    python -m chartbench mix OUT.jsonl A/train.jsonl B/onpolicy.jsonl:2 --drop trace  # one file from several
     python -m chartbench base OUT                          # the untrained base model (needs torch)
     python -m chartbench score RUN_DIR ITEMS.jsonl         # accuracy per question type vs chance
     python -m chartbench captions RUN_DIR ITEMS.jsonl      # colours and values the captions read right
@@ -55,6 +56,11 @@ def main(argv=None) -> int:
                    help="comma-separated stages to sample also one at a time, after the teacher's earlier stages, "
                         "as stage_beam asks them (e.g. conclusion; default none: whole answers only)")
     p.add_argument("--workers", type=int, default=1, help="processes drawing the charts (default 1)")
+    p = sub.add_parser("mix", help="write OUT (jsonl): training files joined, each PATH:N taken N times, "
+                                   "kinds dropped, image paths made absolute")
+    p.add_argument("out")
+    p.add_argument("sources", nargs="+", metavar="PATH[:N]")
+    p.add_argument("--drop", default="", help="comma-separated row kinds to leave out (e.g. trace: judge rows only)")
     p = sub.add_parser("base", help="build the untrained base model (LLaVA, fitted tokenizer)")
     p.add_argument("out")
     p.add_argument("--hidden", type=int, default=256)
@@ -124,6 +130,19 @@ def main(argv=None) -> int:
         print(f"wrote {rows} rows to {path} ({time.time() - t0:.1f} s)")
         for k in sorted(tally):
             print(f"  {k}: {tally[k]}")
+    elif args.command == "mix":
+        from chartbench.mix import parse_source, write_mix
+
+        try:
+            sources = [parse_source(s) for s in args.sources]
+            missing = [str(p) for p, _ in sources if not p.is_file()]
+            if missing:
+                parser.error(f"no such file: {', '.join(missing)}")
+            counts = write_mix(args.out, sources, frozenset(k.strip() for k in args.drop.split(",") if k.strip()))
+        except ValueError as e:
+            parser.error(str(e))
+        print(f"wrote {sum(counts.values())} rows ({dict(sorted(counts.items()))}) to {args.out} "
+              f"({time.time() - t0:.1f} s)")
     elif args.command == "base":
         from chartbench.base import build
 

@@ -3,6 +3,7 @@ traces that parse and score, judge and pre-check examples in the reference's for
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -230,6 +231,27 @@ def test_trainset_reads_back_in_the_trainer(tmp_path):
     assert trace.turns == [(trainset.full_prompt(item), teacher.format_trace(teacher.trace(item.chart, item.question)))]
     # the prompt is what the engine sends in --mode full
     assert trace.turns[0][0].endswith("Question: " + item.question.text) or "Options:" in trace.turns[0][0]
+
+
+def test_a_mix_weighs_sources_drops_kinds_and_reads_back_from_anywhere(tmp_path, monkeypatch):
+    from chartbench.__main__ import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _, ca = trainset.write_trainset(a, 6, seed=5, mix=trainset.Mix(judges=1.0, checks=1.0))
+    _, cb = trainset.write_trainset(b, 4, seed=6, mix=trainset.Mix(judges=1.0, checks=0.0))
+    monkeypatch.chdir(tmp_path / "a")  # relative sources: images must still resolve beside their own file
+    assert main(["mix", str(tmp_path / "out" / "mix.jsonl"), "train.jsonl", f"{b / 'train.jsonl'}:3",
+                 "--drop", "trace"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out" / "mix.jsonl").read_text().splitlines()]
+    kinds = [r["id"].rsplit("-", 1)[1] for r in rows]
+    judge_rows = lambda c: sum(c[k] for k in judging.JUDGE_KINDS)  # noqa: E731
+    assert "trace" not in kinds and kinds.count("check") == ca["check"]
+    assert len(rows) == judge_rows(ca) + ca["check"] + 3 * judge_rows(cb)
+    assert all(Path(r["image"]).is_absolute() and Path(r["image"]).is_file() for r in rows if "image" in r)
+    examples, got, _ = trainer_data.load(tmp_path / "out" / "mix.jsonl")
+    assert got.kept == len(rows) and not got.dropped
+    with pytest.raises(SystemExit):  # a missing source is named, not a traceback
+        main(["mix", str(tmp_path / "x.jsonl"), "nowhere.jsonl"])
 
 
 def test_score_per_type(tmp_path):
