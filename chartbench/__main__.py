@@ -186,7 +186,7 @@ def main(argv=None) -> int:
                       f"{s['exact']:.2f} | {s.get('bars', float('nan')):.2f} |")
     elif args.command == "verdicts":
         from chartbench.score import run_dirs
-        from chartbench.verdicts import verdicts_by_type
+        from chartbench.verdicts import SLIPS, slips, verdicts_by_type
 
         print("| run | question type | decidable pairs | judge right | accuracy |")
         print("|---|---|---|---|---|")
@@ -196,6 +196,14 @@ def main(argv=None) -> int:
             for qtype, r in rows.items():
                 print(f"| {d.name} | {qtype} | {r['decidable']} | {r['correct']} | {r['accuracy']:.2f} |")
             shown += [(d.name, w) for w in wrong[:args.show]]
+        print("\n| run | whole-answer verdicts on decidable pairs | first slip: none | working | quote | check | "
+              "pick | form |")
+        print("|---|---|---|---|---|---|---|---|")
+        for d in run_dirs(args.run):
+            for verdict, tally in slips(d, args.items).items():
+                if tally:
+                    print(f"| {d.name} | {verdict}: {sum(tally.values())} | "
+                          + " | ".join(str(tally[s]) for s in ("none",) + SLIPS) + " |")
         for name, w in shown:
             print(f"\n{name} {w['item']} ({w['stage']} judge): reference {w['reference']}, response 1 concludes "
                   f"{w['conclusions'][0]!r}, response 2 {w['conclusions'][1]!r}; the judge said:")

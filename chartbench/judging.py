@@ -108,13 +108,13 @@ def pair_examples(item: BenchItem, kind: str, right: str, wrong: str, hint: str 
         prompt = render_judge(kind, question, r1, r2, hint=hint)
         why = reason.format(w=better)
         if kind in ("answer", "conclusion", "reasoning"):
-            why += (_checked(_says(r1, kind, q), q.answer, choices, 1)
-                    + _checked(_says(r2, kind, q), q.answer, choices, 2, last=True))
+            why += (_checked(says(r1, kind, q), q.answer, choices, 1)
+                    + _checked(says(r2, kind, q), q.answer, choices, 2, last=True))
         out.append(Example(kind, prompt, verdict(why, better), True, better))
     return out
 
 
-def _says(text: str, kind: str, question: Question) -> str:
+def says(text: str, kind: str, question: Question) -> str:
     """What a response concludes: the first word of a whole answer's CONCLUSION or of a conclusion body,
     or what a reasoning works out (`worked_out`)."""
     if kind == "reasoning":

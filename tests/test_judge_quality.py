@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 from conftest import read_jsonl, stagewise, write_items
 
@@ -196,7 +197,7 @@ def test_faithful_with_both_orders_is_a_usage_error(tmp_path):
 
 def test_chartbench_verdicts_name_the_question_types_where_the_judge_chose_wrong(tmp_path, fake_server):
     from chartbench.bench import make_items
-    from chartbench.verdicts import verdicts_by_type
+    from chartbench.verdicts import slips, verdicts_by_type
 
     # two chartbench items whose scripted candidates conclude three wrong answers and the right one last
     # (quality 3); a judge preferring the lower quality is wrong on every decidable pair
@@ -214,3 +215,28 @@ def test_chartbench_verdicts_name_the_question_types_where_the_judge_chose_wrong
     assert per_type["all"] == {"decidable": 2, "correct": 0, "accuracy": 0.0}
     assert len(wrong) == 2 and all(w["stage"] == "answer" and w["said"] for w in wrong)
     assert {w["reference"] for w in wrong} == {row["answer"] for row in rows}
+    # the scripted judge does not write the trained judge's steps: both wrong verdicts are slips of form
+    assert slips(out, items) == {"right": Counter(), "wrong": Counter(form=2)}
+
+
+def test_a_verdicts_first_slip_is_named_step_by_step():
+    from chartbench.bench import make_items
+    from chartbench.verdicts import first_slip
+
+    item = next(i for i in make_items(40, seed=3) if i.question.qtype == "bar_value")
+    q, right = item.question, item.question.answer
+    wrong = str(int(right) + 1)
+
+    def said(working, a, yes_a, b, yes_b, pick):
+        return (f"Since the image shows ...; so the answer is {working}; response 1 says {a}, {yes_a}, and "
+                f"response 2 says {b}, {yes_b}, I choose response {pick}.")
+
+    pair = (right, wrong)
+    assert first_slip(said(right, right, "yes", wrong, "no", 1), pair, q) is None
+    assert first_slip(said(wrong, right, "no", wrong, "yes", 2), pair, q) == "working"
+    assert first_slip(said(right, wrong, "no", wrong, "no", 2), pair, q) == "quote"
+    assert first_slip(said(right, right, "no", wrong, "no", 2), pair, q) == "check"
+    assert first_slip(said(right, right, "yes", wrong, "no", 2), pair, q) == "pick"
+    assert first_slip("I choose response 1.", pair, q) == "form"
+    # a misquote of an answer that is wrong anyway earns the same "no": no slip
+    assert first_slip(said(right, right, "yes", "nothing", "no", 1), (right, "garbage words"), q) is None
