@@ -156,17 +156,42 @@ def test_lora_adapter_saves_and_merge_equals_base_plus_adapter(bases, run_dir, t
 
 
 def test_resume_from_checkpoint_continues_exactly(bases, run_dir, tmp_path):
-    base = bases["llava"]
-    full = train(cfg(run_dir, base, tmp_path / "a", max_steps=4, batch_size=8, save_every=2))
+    base = bases["llava"]  # in the length-grouped order, which a resume must replay as well
+    full = train(cfg(run_dir, base, tmp_path / "a", max_steps=4, batch_size=8, save_every=2, group_by_length=True))
     ckpt = tmp_path / "a" / "checkpoints" / "step-2"
-    assert (ckpt / "trainer_state.json").is_file()
-    resumed = train(cfg(run_dir, base, tmp_path / "b", max_steps=4, batch_size=8, resume=str(ckpt)))
+    assert (ckpt / "trainer_state.json").is_file() and full.run["group_by_length"]
+    with pytest.raises(ValueError, match="saved for"):  # another order cannot resume it
+        train(cfg(run_dir, base, tmp_path / "d", max_steps=4, batch_size=8, resume=str(ckpt)))
+    resumed = train(cfg(run_dir, base, tmp_path / "b", max_steps=4, batch_size=8, resume=str(ckpt),
+                        group_by_length=True))
     assert resumed.run["steps"] == 4 and resumed.run["resumed_from"] == str(ckpt)
     assert resumed.run["losses"] == full.run["losses"]
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     with pytest.raises(ValueError, match="saved for"):  # a different layout cannot resume it
-        train(cfg(run_dir, base, tmp_path / "c", max_steps=4, batch_size=4, resume=str(ckpt)))
+        train(cfg(run_dir, base, tmp_path / "c", max_steps=4, batch_size=4, resume=str(ckpt), group_by_length=True))
+
+
+def test_length_grouping_pads_less_and_keeps_every_example_once():
+    from trainer.train import epoch_order
+
+    n, bs, world = 1000, 4, 2
+    lengths = torch.randint(0, 1000, (n,), generator=torch.Generator().manual_seed(0)).tolist()
+
+    def micro_batches(grouped: bool, epoch: int = 0) -> list[list[int]]:
+        ranks = [epoch_order(n, epoch, 7, world, r, lengths if grouped else None, bs * world) for r in range(world)]
+        assert len({len(m) for m in ranks}) == 1  # every rank does the same number of micro-batches
+        return [sum((m[i:i + bs] for m in ranks), []) for i in range(0, len(ranks[0]), bs)]
+
+    def padding(batches):  # what padding each batch to its longest costs, over the real lengths
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+
+    plain, grouped = micro_batches(False), micro_batches(True)
+    assert sorted(sum(grouped, [])) == sorted(sum(plain, [])) == list(range(n))  # same examples, once each
+    assert padding(grouped) < padding(plain) / 10
+    assert grouped == micro_batches(True) and grouped != micro_batches(True, epoch=1)  # seeded per epoch
+    firsts = [lengths[b[0]] for b in grouped[:50]]
+    assert firsts != sorted(firsts, reverse=True)  # the batches of a run are shuffled, not long to short
 
 
 def test_bad_images_are_skipped_and_counted_and_vision_can_be_frozen(bases, tmp_path):

@@ -25,7 +25,7 @@ def cmd_train(args) -> int:
         max_length=args.max_length, lora=args.lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         merge=args.merge, freeze_vision=args.freeze_vision, grad_checkpointing=args.grad_checkpointing,
         save_every=args.save_every, resume=args.resume, image_root=args.image_root,
-        workers=args.workers, seed=args.seed, progress=not args.no_progress)
+        workers=args.workers, group_by_length=args.group_by_length, seed=args.seed, progress=not args.no_progress)
     try:
         check(cfg)
         from trainer.train import train
@@ -104,6 +104,8 @@ def register(subparsers) -> None:
     p.add_argument("--image-root", default=None, help="folder relative image paths are looked up under first "
                    "(default: the data file's folder, and for a results.jsonl the working directory too)")
     p.add_argument("--workers", type=int, default=None, help="data loader processes (default 4 on GPU, 0 on CPU)")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="batch dialogs of about one length together (less padding, same examples per epoch)")
     p.add_argument("--seed", type=int, default=42,
                    help="seed of the data order and every random generator (the paper's 42)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

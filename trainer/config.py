@@ -35,6 +35,7 @@ class TrainConfig:
     resume: str | None = None        # a checkpoint folder
     image_root: str | None = None
     workers: int | None = None       # DataLoader workers; default 4 on GPU, 0 on CPU
+    group_by_length: bool = False    # micro-batches of dialogs of about one length: less padding
     seed: int = 42
     progress: bool = True
 

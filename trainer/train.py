@@ -48,13 +48,31 @@ def lm_loss(logits, labels):
     return total / n.clamp(min=1)
 
 
-def epoch_order(n: int, epoch: int, seed: int, world: int, rank: int) -> list[int]:
+def epoch_order(n: int, epoch: int, seed: int, world: int, rank: int, lengths: list[int] | None = None,
+                group: int = 1) -> list[int]:
     """This rank's example indices for an epoch: a seeded permutation, padded by wrapping around so
-    that all ranks get the same count, then strided by rank."""
+    that all ranks get the same count, then strided by rank.
+
+    With `lengths` (--group-by-length), each run of 50 micro-batches of the permutation (`group` examples
+    each: the batch size times the ranks) is sorted by length and cut into micro-batches, whose order is
+    then shuffled: a micro-batch holds dialogs of about one length and pads little, and the epoch still
+    mixes short and long ones (Hugging Face's group_by_length, with the order kept reproducible)."""
     g = torch.Generator().manual_seed(seed + epoch)
     order = torch.randperm(n, generator=g).tolist()
+    if lengths is not None:
+        grouped: list[int] = []
+        for start in range(0, n, 50 * group):
+            run = sorted(order[start:start + 50 * group], key=lambda i: -lengths[i])
+            batches = [run[i:i + group] for i in range(0, len(run), group)]
+            grouped += [i for b in torch.randperm(len(batches), generator=g).tolist() for i in batches[b]]
+        order = grouped
     order += order[:(-n) % world]
     return order[rank::world]
+
+
+def dialog_length(ex: datalib.Example) -> int:
+    """A dialog's length for --group-by-length: its characters (tokens would need the tokenizer up front)."""
+    return sum(len(user) + len(assistant) for user, assistant in ex.turns)
 
 
 def train(cfg: TrainConfig) -> Result:
@@ -92,6 +110,7 @@ def train(cfg: TrainConfig) -> Result:
     if not examples:
         raise UsageError(f"{cfg.data}: no usable rows ({counts.as_dict()})")
     dataset = datalib.Dialogs(examples)
+    lengths = [dialog_length(ex) for ex in examples] if cfg.group_by_length else None
     processor = AutoProcessor.from_pretrained(cfg.base)
     collator = Collator(processor, cfg.max_length)
     bs = cfg.batch_size
@@ -122,7 +141,8 @@ def train(cfg: TrainConfig) -> Result:
 
     # -- state, resume ----------------------------------------------------------------------------
     state = {"step": 0, "epoch": 0, "micro": 0, "losses": [], **dict.fromkeys(COUNTERS, 0)}
-    layout = {"examples": len(examples), "world": world, "batch_size": bs, "grad_accum": ga, "seed": cfg.seed}
+    layout = {"examples": len(examples), "world": world, "batch_size": bs, "grad_accum": ga, "seed": cfg.seed,
+              **({"group_by_length": True} if cfg.group_by_length else {})}  # the epoch order a resume replays
     if cfg.resume:
         saved = json.loads((Path(cfg.resume) / "trainer_state.json").read_text())
         if saved["layout"] != layout:
@@ -168,7 +188,7 @@ def train(cfg: TrainConfig) -> Result:
             lr = cfg.lr * cfg.lr_decay ** state["epoch"]
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            mine = epoch_order(len(examples), state["epoch"], cfg.seed, world, rank)
+            mine = epoch_order(len(examples), state["epoch"], cfg.seed, world, rank, lengths, bs * world)
             loader = torch.utils.data.DataLoader(
                 torch.utils.data.Subset(dataset, mine[state["micro"] * bs:]), batch_size=bs,
                 collate_fn=collator, num_workers=workers)
@@ -228,7 +248,7 @@ def train(cfg: TrainConfig) -> Result:
             "params": n_params, "trainable_params": n_trainable,
             "world_size": world, "batch_size": bs, "grad_accum": ga, "global_batch": bs * ga * world,
             "lr": cfg.lr, "lr_decay": cfg.lr_decay, "epochs_planned": cfg.epochs, "max_steps": cfg.max_steps,
-            "max_minutes": cfg.max_minutes, "stopped_by": stopped,
+            "max_minutes": cfg.max_minutes, "group_by_length": cfg.group_by_length, "stopped_by": stopped,
             "precision": acc.mixed_precision, "steps": state["step"],
             "epochs_done": state["epoch"] + state["micro"] / micro_per_epoch,
             "examples_seen": state["examples_seen"], "tokens": state["tokens"],
