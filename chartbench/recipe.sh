@@ -38,13 +38,5 @@ t1=$(date +%s)
     --epochs "${EPOCHS:-3}" --batch-size "${BATCH:-128}" --grad-accum 1 --max-minutes "${MINUTES:-6}" \
     --workers "$(( PROCS > 1 ? PROCS - 1 : 0 ))" --seed 44 --no-progress
 t2=$(date +%s)
-"$PY" - "$MODEL/run.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-losses = r["losses"]
-tail = losses[-100:]
-print(f"steps {r['steps']} ({r['stopped_by']}), examples {r['examples_seen']}, epochs {r['epochs_done']:.2f}, "
-      f"loss first {losses[0]:.4f} last {losses[-1]:.4f} mean of last {len(tail)} {sum(tail) / len(tail):.4f}, "
-      f"train {r['train_s']:.0f} s, precision {r['precision']}")
-PY
+"$PY" -m trainer.summary "$MODEL/run.json"
 echo "data $((t1 - t0)) s, training $((t2 - t1)) s"

@@ -48,13 +48,7 @@ lap "on-policy stages"
     --epochs "${EPOCHS:-3}" --batch-size "${BATCH:-128}" --grad-accum 1 --max-minutes "${MINUTES:-5}" \
     --workers "$(( PROCS > 1 ? PROCS - 1 : 0 ))" --seed 58 --no-progress
 lap "training"
-"$PY" - "$MODEL/run.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-tail = r["losses"][-100:]
-print(f"steps {r['steps']} ({r['stopped_by']}), examples {r['examples_seen']}, epochs {r['epochs_done']:.2f}, "
-      f"loss first {r['losses'][0]:.4f} mean of last {len(tail)} {sum(tail) / len(tail):.4f}, train {r['train_s']:.0f} s")
-PY
+"$PY" -m trainer.summary "$MODEL/run.json"
 if [ "${GATE:-100}" -gt 0 ]; then
     "$PY" -m chartbench judges "$MODEL" --n "${GATE:-100}"
     "$PY" -m chartbench judges "$MODEL" --n "${GATE:-100}" --by-type answer

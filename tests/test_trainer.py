@@ -4,6 +4,8 @@ import argparse
 import io
 import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -263,6 +265,9 @@ def test_max_minutes_stops_early_and_still_saves_a_servable_model(bases, run_dir
     run = json.loads((out / "run.json").read_text())
     assert run["stopped_by"] == "time" and run["steps"] == len(run["losses"]) == 1 < 10_000
     assert run["max_minutes"] == 1e-6
+    line = subprocess.run([sys.executable, "-m", "trainer.summary", str(out / "run.json")], capture_output=True,
+                          text=True, check=True).stdout  # what the recipes print about it
+    assert line.startswith("steps 1 (time), examples ") and f"last {run['losses'][-1]:.4f}" in line
     reloaded = AutoModelForImageTextToText.from_pretrained(out)
     image = synth.bar_chart(["blue", "red", "yellow"], [20, 40, 10])
     assert greedy(reloaded, AutoProcessor.from_pretrained(out), image, synth.QUESTION) == \
