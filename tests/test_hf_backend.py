@@ -182,6 +182,24 @@ async def test_generating_and_decoding_images_never_run_on_the_event_loop(tiny_m
     assert texts(probed) == texts(plain), "the probe image is the chart, decoded"
 
 
+async def test_without_a_device_the_model_goes_where_torch_sees_a_gpu(tiny_models):
+    """No `device=`: the GPU where torch sees one, else the CPU (this machine's case); a device given
+    in the model string still wins."""
+    import torch
+
+    from engine.backends.hf_runner import default_device
+
+    for spec, expected in ((f"hf:{tiny_models['llava']}", default_device(torch)),
+                           (f"hf:{tiny_models['llava']}?device=cpu", "cpu")):
+        backend = make_backend(spec)
+        try:
+            await backend.complete(Request([user("hi")], max_tokens=1))
+            assert backend._runner.device.type == expected
+        finally:
+            await backend.aclose()
+    assert default_device(torch) == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def test_model_string_errors(tmp_path):
     with pytest.raises(UsageError, match="no such model folder"):
         make_backend(f"hf:{tmp_path / 'missing'}")

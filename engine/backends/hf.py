@@ -21,7 +21,8 @@ Model loading, image decoding and generate run on one worker thread, never on th
 This module is the batcher (queue, collection window, worker thread); hf_runner.py owns the model,
 hf_rows.py each row's sampling and stopping, model_spec.py the model string.
 
-Options: dtype (auto|float32|bfloat16|float16, default float32 on CPU), device (cpu|cuda|cuda:N|auto),
+Options: dtype (auto|float32|bfloat16|float16, default float32 on CPU), device (cpu|cuda|cuda:N|auto;
+default cuda where torch sees a GPU, else cpu),
 max_batch (rows, default 32), window_ms (default 5), image_cache (default 64), attn (sdpa|eager),
 threads (torch's CPU threads for the process; 1 is steadier when other jobs share the cores).
 """
@@ -50,7 +51,7 @@ class _Job:
 class HFBackend:
     """The Backend protocol over one transformers model; `batches` records rows per generate call."""
 
-    def __init__(self, path: str, *, model: str | None = None, dtype: str = "auto", device: str = "cpu",
+    def __init__(self, path: str, *, model: str | None = None, dtype: str = "auto", device: str = "",
                  max_batch: int = 32, window_ms: float = 5.0, image_cache: int = 64, attn: str | None = None,
                  threads: int | None = None):
         self.path = path

@@ -17,12 +17,13 @@ from engine.types import Completion, Request
 class Runner:
     """Owns the model; called only from the backend's single worker thread."""
 
-    def __init__(self, path: str, *, dtype: str = "auto", device: str = "cpu", image_cache: int = 64,
+    def __init__(self, path: str, *, dtype: str = "auto", device: str = "", image_cache: int = 64,
                  attn: str | None = None, threads: int | None = None):
         import torch
         import transformers as tf
 
         self.torch = torch
+        device = device or default_device(torch)
         if threads:
             torch.set_num_threads(threads)
         config = tf.AutoConfig.from_pretrained(path)
@@ -220,6 +221,12 @@ class Runner:
                 raise BadRequest(f"{self.model_type}: pre-encoding needs pixel values only, got {sorted(pixels)}")
             out = self.model.base_model.get_image_features(**pixels, return_dict=True).pooler_output
             return list(out)
+
+
+def default_device(torch) -> str:
+    """A GPU where torch sees one (a Ray actor given one sees just that one), else the CPU: an 11B
+    model loaded on the CPU of a GPU machine by default would be the slowest surprise."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _dtype(torch, name: str, device: str):
