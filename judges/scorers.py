@@ -15,7 +15,7 @@ RELATIVE_TOLERANCE = 0.05
 
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCT = re.compile("[" + re.escape(string.punctuation.replace(".", "")) + "\u2018\u2019\u201c\u201d]")
-_PREFIX = re.compile(r"\b(?:final answer|the answer is|answer)\b\s*(?:is\b)?\s*[:\-]?\s*", re.IGNORECASE)
+_PREFIX = re.compile(r"\b(?:final answer|the answer is|answer)\b\s*(?:is\b)?\s*(?::|-(?=\s))?\s*", re.IGNORECASE)
 
 
 def answer_part(text: str) -> str:
@@ -47,6 +47,7 @@ def exact_match(pred: str, reference: str) -> bool:
 # --- multiple choice ---------------------------------------------------------------------------------
 
 _LETTER_ALONE = re.compile(r"^[\s(\[*\"']*([A-Z])[\s)\]*\"'.:]*$")
+_ANY_LETTER_ALONE = re.compile(_LETTER_ALONE.pattern.replace("[A-Z]", "[A-Za-z]"))  # "b" alone names option B
 _LETTER_LEAD = re.compile(r"^[\s(\[*\"']*([A-Z])(?:[)\]:.]|\s*[)\]])[\s*]")
 _LETTER_PHRASE = re.compile(
     r"(?i:answer|option|choice)\s*(?i:is|would be|should be|:)?\s*(?i:option\s*)?[(\[*\"']*([A-Z])(?![A-Za-z])")
@@ -59,7 +60,7 @@ def _letters(choices: Sequence[str] | None) -> str:
 
 
 def extract_choice(answer: str | None, choices: Sequence[str] | None = None) -> str | None:
-    """The option letter an answer names: "B", "(B)", "B.", "B) cat", "B. cat", "The answer is B.",
+    """The option letter an answer names: "B", "b", "(B)", "B.", "B) cat", "B. cat", "The answer is B.",
     "Answer: (B)". With `choices`, an answer equal to an option's text maps to its letter, and letters
     beyond the options are rejected. None when no letter is named.
     """
@@ -67,10 +68,10 @@ def extract_choice(answer: str | None, choices: Sequence[str] | None = None) -> 
         return None
     valid = _letters(choices)
     text = answer.strip()
-    for pattern in (_LETTER_ALONE, _LETTER_LEAD):
+    for pattern in (_ANY_LETTER_ALONE, _LETTER_LEAD):
         m = pattern.match(text)
-        if m and m.group(1) in valid:
-            return m.group(1)
+        if m and m.group(1).upper() in valid:
+            return m.group(1).upper()
     hits = [m.group(1) for m in _LETTER_PHRASE.finditer(text)
             if m.group(1) in valid and not (m.group(1) in "AI" and _WORD_AFTER.match(text, m.end()))]
     if hits:

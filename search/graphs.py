@@ -69,7 +69,7 @@ def conclusion_key(text: str, choices: list[str] | None = None) -> str | None:
     if letter:
         return letter
     number = to_number(answer_part(conclusion))
-    return f"{number:g}" if number is not None else normalize(answer_part(conclusion))
+    return f"{number:.15g}" if number is not None else normalize(answer_part(conclusion))
 
 
 @graph("vote")

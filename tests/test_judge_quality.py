@@ -127,6 +127,20 @@ def test_vote_tie_goes_to_the_judge(tmp_path, fake_server):
     assert all(r["answer"].endswith("A.") and not r["correct"] for r in rows)
 
 
+def test_vote_counts_equal_answers_as_one_and_different_ones_apart():
+    from search.graphs import conclusion_key
+
+    def key(body, choices=None):
+        return conclusion_key(f"<CONCLUSION>{body}</CONCLUSION>", choices)
+
+    assert key("3") == key("3.0") == key("The answer is 3.") and key("1,000") == key("1000")
+    assert key("1234567") != key("1234571")                 # every digit counts
+    assert key("The answer is -3") == key("-3") != key("3")  # the minus is the number's
+    assert key("B", ["x", "y"]) == key("b", ["x", "y"]) == key("(B) y", ["x", "y"]) == "B"
+    assert key("The Eiffel Tower") == key("eiffel tower.")
+    assert conclusion_key("<SUMMARY>no conclusion</SUMMARY>") is None
+
+
 def test_litellm_route_reads_logprobs_too(tmp_path, fake_server):
     items = _items(tmp_path, "[[judge-always-2]]")
     _, rows, traces = _generate(tmp_path, fake_server, items, "best_of_n", "--client", "litellm")

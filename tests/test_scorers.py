@@ -50,6 +50,8 @@ def test_exact_match(pred, ref, ok):
     ("The correct option is (C).", None, "C"),
     ("Answer: D", None, "D"),
     ("A", None, "A"),
+    ("b", None, "B"),                               # a letter alone, in either case
+    ("b", ["dog", "cat"], "B"),
     ("A. dog", None, "A"),
     ("A cat sits on the mat.", None, None),         # the article is not an option
     ("The answer is a cat", None, None),
@@ -111,6 +113,12 @@ def test_relaxed_match(pred, ref, ok):
     ("Louvre", "Eiffel Tower", None, False),
     (None, "B", None, False),
     ("B", None, None, False),
+    ("b", "B", None, True),                          # a letter alone, in either case
+    ("b", "b", ["dog", "cat"], True),
+    ("B", "b", ["dog", "cat"], True),
+    ("The answer is -3", "-3", None, True),           # the minus is the number's, not the phrase's
+    ("The answer is -3", "3", None, False),
+    ("Answer - 3", "3", None, True),
 ])
 def test_score_picks_the_rule(pred, ref, choices, ok):
     assert score(pred, ref, choices) is ok
@@ -121,3 +129,5 @@ def test_answer_part():
     assert answer_part("The answer is B.") == "B."
     assert answer_part("no marker") == "no marker"
     assert answer_part("I answered it") == "I answered it"
+    assert answer_part("The answer is -3") == "-3"
+    assert answer_part("Answer - cat") == "cat"
