@@ -45,18 +45,20 @@ def check_failure_probability(logprobs: TokenLogprobs | None) -> float | None:
     """P("incorrect") / (P("incorrect") + P("correct")) at the reply's first word, or None.
 
     A word may be split into pieces ("in" + "correct"): an alternative counts for the word it can only
-    begin ("inc" → incorrect, "cor" → correct), three letters at least ("I", "in" begin other words)."""
+    begin ("inc" → incorrect, "cor" → correct), three letters at least ("I", "in" begin other words).
+    Where such a short piece carries enough mass to change the answer (a judge writing "In|correct"),
+    the probabilities cannot say and the text decides."""
     for token, alternatives in logprobs or ():
         if not token.strip():
             continue  # leading whitespace tokens
-        fail = ok = 0.0
+        fail = ok = unsure = 0.0
         for alt, lp in alternatives.items():
             piece = alt.strip().lower().strip("\"'*.:")
             if len(piece) < 3:
-                continue
-            if "incorrect".startswith(piece) and not "correct".startswith(piece):
+                unsure += math.exp(lp) if piece and "incorrect".startswith(piece) else 0.0
+            elif "incorrect".startswith(piece) and not "correct".startswith(piece):
                 fail += math.exp(lp)
             elif "correct".startswith(piece):
                 ok += math.exp(lp)
-        return fail / (fail + ok) if fail + ok > 0 else None
+        return fail / (fail + ok) if fail + ok > 0 and unsure < abs(fail - ok) else None
     return None

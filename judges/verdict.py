@@ -56,7 +56,10 @@ def _normalize(text: str) -> str:
 _NUM = r"(?:[\[\(#]\s*)?(1|2|one|two)(?:\s*[\]\)])?(?![\d/])"
 _DIGIT = r"(?:[\[\(#]\s*)?([12])(?:\s*[\]\)])?(?![\d/])"
 _NOUN = r"(?:response|repsonse|text|answer|option|candidate)"
-_NEG = re.compile(r"(?:\bnot|n't|\bnever|\bcannot)\s+(?:\w+\s+){0,2}$")
+# "would not choose", "do not really pick", "cannot simply select": only such words sit between the
+# negation and the verb ("response 2 is not accurate I choose response 1" negates no choice).
+_NEG = re.compile(r"(?:\bnot|n't|\bnever|\bcannot)\s+"
+                  r"(?:(?:really|simply|just|necessarily|definitely|even|ever|to|be|able|going|want)\s+){0,2}$")
 # Explicit choice: "I choose response 2", "choose response [1]", "I'd pick text two", "select #1".
 _CHOICE = re.compile(
     r"\b(?:choose|chose|choosing|select|selected|pick|picked|prefer|preferred)\s+(?:the\s+)?"
@@ -123,7 +126,7 @@ _LEAD = re.compile(r"^(?:output|answer|verdict|result)?\s*:?\s*[\"'(\[]?\s*(not\
                    _PASS_WORDS + r")\b")
 _STATEMENT = re.compile(
     r"\b(?:reasoning|process|it|calculations?|steps?|logic|answer)\s+(?:is|are|was|seems|appears)\s+"
-    r"(?:\w+\s+){0,2}?(not\s+)?(" + _FAIL_WORDS + "|" + _PASS_WORDS + r")\b")
+    r"(?:(?!not\b)\w+\s+){0,2}?(not\s+(?:\w+\s+){0,2}?)?(" + _FAIL_WORDS + "|" + _PASS_WORDS + r")\b")
 _ANY_FAIL = re.compile(r"\b" + _FAIL_WORDS + r"\b|\berrors?\s+(?:in|found)|\bmistakes?\b")
 _ANY_PASS = re.compile(r"(?<!in)\bcorrect\b|\bno\s+errors?\b")
 

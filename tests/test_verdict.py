@@ -53,6 +53,8 @@ VERDICT_TABLE = [
     ("I choose response 12", 0, None),                            # substring rule is literal
     ("I choose response 1? No: I choose response 2.", 0, 1),      # substring anywhere wins
     ("I would not choose response 1; I choose response 2.", 1, 1),
+    ("Since response 2 is not accurate I choose response 1.", 0, 0),  # the reason's "not" negates no choice
+    ("I do not really choose response 1. I choose response 2.", 1, 1),
     ("Response 2 is better because it is accurate.", 1, 1),
     ("Response 1 is clearly better.", 1, 0),
     ("Response 1 is not better.", 1, None),
@@ -84,6 +86,9 @@ CHECK_TABLE = [
     ("Incorrect. Step 2 is wrong.", False, True),                # capital I: the reference passes it
     ("The reasoning process is correct.", False, False),
     ("The reasoning is not correct: 3*4 is 12, not 14.", False, True),
+    ("The reasoning is not entirely correct.", False, True),
+    ("The reasoning is not at all correct.", False, True),
+    ("The reasoning is mostly correct.", False, False),
     ("I found errors in the calculation.", False, True),
     ("'correct'", False, False),
     ("The reasoning is correct, but the calculation is incorrect.", True, None),
