@@ -108,10 +108,9 @@ def verdicts(traces: Iterable[dict[str, Any]], refs: dict[str, tuple[str, list[s
             yield Verdict(item_id, v, conclusions, right)
 
 
-def judge_quality(traces: Iterable[dict[str, Any]],
-                  refs: dict[str, tuple[str, list[str] | None]]) -> dict[str, dict[str, Any]]:
-    """Per stage: verdicts, second_rate, agreement, fallback_rate, decidable, accuracy (None where
-    nothing was measured)."""
+def tallies(traces: Iterable[dict[str, Any]],
+            refs: dict[str, tuple[str, list[str] | None]]) -> dict[str, dict[str, int]]:
+    """Per stage, the counts every figure is a share of."""
     tally: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for verdict in verdicts(traces, refs):
         v = verdict.event
@@ -129,29 +128,38 @@ def judge_quality(traces: Iterable[dict[str, Any]],
         if verdict.decidable:
             t["decidable"] += 1
             t["correct"] += bool(verdict.correct)
-    return {stage: _figures(t) for stage, t in tally.items()}
+    return tally
 
 
-def _figures(t: dict[str, int]) -> dict[str, Any]:
-    rate = lambda num, den: round(t[num] / t[den], 4) if t[den] else None  # noqa: E731
-    return {"verdicts": t["verdicts"], "second_rate": rate("second", "read"), "agreement": rate("agreed", "both_read"),
-            "fallback_rate": rate("fallback", "verdicts"), "decidable": t["decidable"],
-            "accuracy": rate("correct", "decidable")}
+def judge_quality(traces: Iterable[dict[str, Any]],
+                  refs: dict[str, tuple[str, list[str] | None]]) -> dict[str, dict[str, Any]]:
+    """Per stage: verdicts, second_rate, agreement, fallback_rate, decidable, accuracy (None where
+    nothing was measured)."""
+    return {stage: figures(t) for stage, t in tallies(traces, refs).items()}
 
 
-def overall(per_stage: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The same figures over every stage, weighted by verdicts (and decidable pairs for accuracy)."""
-    verdicts = sum(s["verdicts"] for s in per_stage.values())
-    decidable = sum(s["decidable"] for s in per_stage.values())
+def figures(t: dict[str, int]) -> dict[str, Any]:
+    """The figures of one tally (a stage's, or `pooled` over every stage)."""
+    rate = lambda num, den: round(t[num] / t[den], 4) if t.get(den) else None  # noqa: E731
+    return {"verdicts": t.get("verdicts", 0), "second_rate": rate("second", "read"),
+            "agreement": rate("agreed", "both_read"), "fallback_rate": rate("fallback", "verdicts"),
+            "decidable": t.get("decidable", 0), "accuracy": rate("correct", "decidable")}
 
-    def mean(key: str, weight: str) -> float | None:
-        parts = [(s[key], s[weight]) for s in per_stage.values() if s[key] is not None and s[weight]]
-        total = sum(w for _, w in parts)
-        return round(sum(v * w for v, w in parts) / total, 4) if total else None
 
-    return {"verdicts": verdicts, "second_rate": mean("second_rate", "verdicts"),
-            "agreement": mean("agreement", "verdicts"), "fallback_rate": mean("fallback_rate", "verdicts"),
-            "decidable": decidable, "accuracy": mean("accuracy", "decidable")}
+def pooled(per_stage: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Every stage's counts summed: `all` is each figure over every stage's verdicts, orders and pairs."""
+    total: dict[str, int] = defaultdict(int)
+    for t in per_stage.values():
+        for key, count in t.items():
+            total[key] += count
+    return total
+
+
+def judge_report(traces: Iterable[dict[str, Any]],
+                 refs: dict[str, tuple[str, list[str] | None]]) -> dict[str, Any]:
+    """{"stages": per stage figures, "all": the same over every stage}."""
+    per_stage = tallies(traces, refs)
+    return {"stages": {stage: figures(t) for stage, t in per_stage.items()}, "all": figures(pooled(per_stage))}
 
 
 def run_verdicts(run_dir: Path, items_path: Path | None) -> Iterable[Verdict]:
@@ -169,7 +177,6 @@ def add_to_summary(run_dir: Path, summary: dict[str, Any], items_path: Path | No
     refs = references(items_path)
     if not refs:
         return summary
-    per_stage = judge_quality(_events(Path(run_dir) / "traces.jsonl"), refs)
-    summary = {**summary, "judge": {"stages": per_stage, "all": overall(per_stage)}}
+    summary = {**summary, "judge": judge_report(_events(Path(run_dir) / "traces.jsonl"), refs)}
     (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from search.judge_quality import judge_quality, overall, references
+from search.judge_quality import judge_report, references
 
 COLUMNS = [("graph", "graph"), ("items", "items"), ("ok", "ok"), ("errors", "errors"), ("accuracy", "accuracy"),
            ("calls_per_item", "calls/item"), ("prompt_tokens_per_item", "prompt tok/item"),
@@ -50,7 +50,6 @@ def graph_stats(run_dir: Path, name: str, refs: dict[str, tuple[str, list[str] |
                 ) -> dict[str, Any]:
     """One graph's row; with `refs` (judge_quality.references) the judge's quality too (`judge`: per stage)."""
     rows = _jsonl(run_dir / "results.jsonl")
-    verdicts = [t for t in _jsonl(run_dir / "traces.jsonl") if t.get("event") == "judge.verdict"]
     n = max(1, len(rows))
     # an error row with a reference answer counts as wrong: a graph that fails on hard items must not
     # look better for it
@@ -58,7 +57,6 @@ def graph_stats(run_dir: Path, name: str, refs: dict[str, tuple[str, list[str] |
               if r.get("correct") is not None or (r.get("status") != "ok" and r.get("reference") is not None)]
     latencies = sorted(r["latency_s"] for r in rows if r.get("status") == "ok")
     usage = lambda key: sum((r.get("usage") or {}).get(key, 0) for r in rows) / n  # noqa: E731
-    judged = [v for v in verdicts if v.get("parse") != "forfeit"]
     return {
         "graph": name, "items": len(rows), "ok": sum(r.get("status") == "ok" for r in rows),
         "errors": sum(r.get("status") != "ok" for r in rows),
@@ -68,18 +66,18 @@ def graph_stats(run_dir: Path, name: str, refs: dict[str, tuple[str, list[str] |
         "completion_tokens_per_item": round(usage("completion_tokens"), 1),
         "cost_per_item_usd": round(usage("cost_uncached_usd"), 6),
         "latency_p50_s": _round(_percentile(latencies, 50)), "latency_p95_s": _round(_percentile(latencies, 95)),
-        "judge_fallback_rate": round(sum(v.get("parse") == "fallback" for v in judged) / len(judged), 4)
-        if judged else None,
         "cache_hits_per_item": round(usage("cache_hits"), 2),
         **_judge_fields(run_dir, refs),
     }
 
 
 def _judge_fields(run_dir: Path, refs: dict[str, tuple[str, list[str] | None]] | None) -> dict[str, Any]:
-    per_stage = judge_quality(_jsonl(run_dir / "traces.jsonl"), refs or {})
-    every = overall(per_stage)
-    return {"judge_second_rate": every["second_rate"], "judge_agreement": every["agreement"],
-            "judge_accuracy": every["accuracy"], "judge_decidable": every["decidable"], "judge": per_stage}
+    """The judge's figures over every stage (the same as summary.json's `judge.all`) and per stage."""
+    report = judge_report(_jsonl(run_dir / "traces.jsonl"), refs or {})
+    every = report["all"]
+    return {"judge_fallback_rate": every["fallback_rate"], "judge_second_rate": every["second_rate"],
+            "judge_agreement": every["agreement"], "judge_accuracy": every["accuracy"],
+            "judge_decidable": every["decidable"], "judge": report["stages"]}
 
 
 def _round(x: float | None) -> float | None:

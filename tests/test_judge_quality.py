@@ -87,6 +87,9 @@ def test_report_and_summary_give_the_judges_known_accuracy(tmp_path, fake_server
     assert graphs["stage_beam"]["judge"]["conclusion"]["accuracy"] == 1.0
     summary = json.loads((out / "best_of_n" / "summary.json").read_text())
     assert summary["judge"]["stages"]["answer"] == graphs["best_of_n"]["judge"]["answer"]
+    stage_beam = json.loads((out / "stage_beam" / "summary.json").read_text())["judge"]["all"]
+    assert (graphs["stage_beam"]["judge_fallback_rate"], graphs["stage_beam"]["judge_second_rate"]) == \
+        (stage_beam["fallback_rate"], stage_beam["second_rate"])  # the report's columns are summary.json's
     assert "picks 2nd" in (out / "report.md").read_text()
 
     wrong = _items(tmp_path, "[[answers-by-q:A,B,C,D]] [[judge-lower]]", answer="D", name="wrong.jsonl")
@@ -125,6 +128,29 @@ def test_vote_tie_goes_to_the_judge(tmp_path, fake_server):
     items = _items(tmp_path, "[[answers-by-q:A,A,B,B]] [[judge-lower]]", answer="B", name="lower.jsonl")
     _, rows, _ = _generate(tmp_path, fake_server, items, "vote", name="lower")
     assert all(r["answer"].endswith("A.") and not r["correct"] for r in rows)
+
+
+def test_all_stages_is_each_figure_over_every_stages_own_counts():
+    from search.judge_quality import judge_report
+
+    def verdict(stage, i, agreed, parse="ok"):
+        """Both orders asked; agreed None: the second order was unreadable."""
+        second = None if agreed is None else 1 if agreed else 0
+        orders = [{"pair": [0, 1], "winner": 1}, {"pair": [1, 0], "winner": second}]
+        return [{"event": "item.end", "item_id": f"{stage}{i}", "trace_id": f"{stage}{i}"},
+                {"event": "judge.verdict", "item_id": f"{stage}{i}", "trace_id": f"{stage}{i}", "stage": stage,
+                 "pair": [0, 1], "winner": 1, "parse": parse, "orders": orders, "agreed": agreed}]
+
+    # caption: 10 verdicts, 4 read in both orders (1 agreed), 1 drawn at random; summary: 1 verdict, agreed
+    events = [e for i in range(10) for e in verdict("caption", i, (i == 0) if i < 4 else None,
+                                                    "fallback" if i == 9 else "ok")]
+    events += verdict("summary", 0, True)
+    report = judge_report(events, {})
+    assert report["stages"]["caption"]["agreement"] == 0.25 and report["stages"]["summary"]["agreement"] == 1.0
+    assert report["all"]["agreement"] == 0.4  # 2 of the 5 verdicts read in both orders, not (0.25·10 + 1)/11
+    assert report["all"]["second_rate"] == 0.875  # 14 of 16 orders read named the second
+    assert report["all"]["fallback_rate"] == round(1 / 11, 4) and report["all"]["verdicts"] == 11
+    assert report["all"]["accuracy"] is None and report["all"]["decidable"] == 0
 
 
 def test_vote_counts_equal_answers_as_one_and_different_ones_apart():
