@@ -31,6 +31,7 @@ from judges.pairwise import (
     NotJudgeable,
     check_messages,
     judge_inputs,
+    judge_kind,
     judge_messages,
     judgeable,
     precheck_then_judge,
@@ -177,6 +178,7 @@ class Ops:
         indices of the step that made them."""
         if len(candidates) == 1:
             return 0
+        kind = judge_kind(kind)  # "Reasoning" is the reasoning judge, pre-checks and all; "all" is "answer"
         faithful = self.settings.faithful
         streams = self._streams(candidates, kind)
         tracer = self.roles.judge.tracer

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import UsageError
+from judges.pairwise import judge_kind
 from search.graphs import REGISTRY, GraphFn
 from stages.tags import STAGES
 
@@ -83,7 +84,12 @@ def load_toml(path: Path) -> GraphSpec:
         n = raw.get("n", 1)
         if not isinstance(n, int) or n < 1:
             raise UsageError(f"graph file {path}: step {i} has n={n!r}; it must be a positive integer")
-        steps.append(Step(stage, n, raw.get("judge")))
+        judge = raw.get("judge")
+        try:
+            judge = None if judge is None else judge_kind(str(judge))
+        except ValueError as exc:
+            raise UsageError(f"graph file {path}: step {i}: {exc}") from None
+        steps.append(Step(stage, n, judge))
     selection = data.get("selection")
     if selection not in (None, "bracket", "knockout"):
         raise UsageError(f"graph file {path}: selection must be bracket or knockout")

@@ -53,10 +53,24 @@ def test_python_graph_from_the_primitives(tmp_path, fake_server):
 def test_bad_graph_files_exit_2(tmp_path, fake_server):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[steps]]\nstage = "nonsense"\n')
-    for graph in (bad, tmp_path / "absent.toml", f"{tmp_path}/absent.py:fn"):
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[[steps]]\nstage = "caption"\nn = 2\njudge = "captoin"\n')
+    for graph in (bad, typo, tmp_path / "absent.toml", f"{tmp_path}/absent.py:fn"):
         proc = stagewise("generate", _items(tmp_path), "--out", tmp_path / "x", "--graph", graph, "--model",
                          "hosted_vllm/fake", "--api-base", fake_server.api_base)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert graph != typo or "captoin" in proc.stderr
+
+
+def test_a_judge_named_in_any_case_is_that_judge(tmp_path, fake_server):
+    toml = tmp_path / "cased.toml"
+    toml.write_text('name = "cased"\n[[steps]]\nstage = "summary"\n[[steps]]\nstage = "caption"\n'
+                    '[[steps]]\nstage = "reasoning"\nn = 2\njudge = "Reasoning"\n[[steps]]\nstage = "conclusion"\n')
+    out = tmp_path / "run"
+    stagewise("generate", _items(tmp_path), "--out", out, "--graph", toml, "--model", "hosted_vllm/fake",
+              "--api-base", fake_server.api_base, "--no-progress", check=True)
+    calls = Counter(t["role"] for t in read_jsonl(out / "traces.jsonl") if t["event"] == "llm.call")
+    assert calls == Counter({"generate": 4 * 5, "check": 4 * 2, "judge": 4})  # the reasoning judge's pre-checks
 
 
 def test_compare_writes_the_three_reports(tmp_path, fake_server):
