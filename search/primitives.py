@@ -44,7 +44,7 @@ from search.base import Roles, Settings
 from stages.agent import StageAgent, question_text
 from stages.prompts import Prompt, load_prompt
 from stages.sentences import first_sentence_end
-from stages.tags import STAGES, format_stage, parse_stages
+from stages.tags import STAGES, before_other_tags, format_stage, parse_stages
 
 SENTENCE_MAX_TOKENS = 128  # a sentence step samples this much and keeps the first sentence
 LOGPROBS_TOP = 5  # alternatives per token asked with judge and check calls for logprob verdicts
@@ -129,7 +129,8 @@ class Ops:
             return await self._sentences(prefix, n)
         if self.continues:
             outs = await self.roles.generator.complete(self._continuation(prefix, n, (_closing(step),), step))
-            return [prefix + self._close(o.text, step) for o in outs]
+            # a reply that runs on into another stage's tags is cut there, as StageAgent.parse does
+            return [prefix + self._close(before_other_tags(o.text, step), step) for o in outs]
         agent = self.prompts.agents[step]
         previous = self.stages_of.get(prefix)
         if previous is None:

@@ -11,7 +11,7 @@ from typing import Any
 from engine.messages import user_message
 from engine.types import Request
 from stages.prompts import Prompt, load_prompt
-from stages.tags import ParsedStages, format_stages, parse_stages
+from stages.tags import ParsedStages, before_other_tags, format_stages, parse_stages, without_tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,14 @@ class StageAgent:
         body = parsed.stages[self.stage]
         repairs = [r for r in parsed.repairs if r != f"{self.stage}: no closing tag"]
         if body is None:
-            return StageText(text.strip(), repairs + [f"{self.stage}: no opening tag, took the whole reply"])
+            head = before_other_tags(text, self.stage).strip()
+            if head == text.strip():
+                return StageText(head, repairs + [f"{self.stage}: no opening tag, took the whole reply"])
+            if head:
+                return StageText(head, repairs + [f"{self.stage}: no opening tag, took the reply up to another "
+                                                  f"stage's tag"])
+            return StageText(without_tags(text), repairs + [
+                f"{self.stage}: no opening tag, took the reply without its tags"])
         return StageText(body, repairs)
 
 

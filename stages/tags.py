@@ -125,6 +125,24 @@ def extract_stage(text: str | None, stage: str) -> str | None:
     return parse_stages(text).stages[_check_stage(stage)]
 
 
+def before_other_tags(text: str, stage: str) -> str:
+    """One stage's reply up to the first tag of another stage (or just past its own closing tag): a
+    reply that runs on into another stage ("The bar is 7. <REASONING>guess: 3") must not carry that
+    stage's tags into its body, where every later parse would read them as that stage."""
+    stage = _check_stage(stage)
+    for m in _TAG.finditer(text):
+        if m.group(2).lower() != stage:
+            return text[:m.start()]
+        if m.group(1):
+            return text[:m.end()]
+    return text
+
+
+def without_tags(text: str) -> str:
+    """The text with every stage tag taken out."""
+    return _TAG.sub(" ", text).strip()
+
+
 def has_stage(text: str | None, stage: str) -> bool:
     """True when `stage` is present with a non-empty body; the default `valid` test for selection."""
     return bool(extract_stage(text, stage))

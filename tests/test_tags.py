@@ -18,6 +18,7 @@ from stages.sentences import (
 from stages.tags import (
     STAGES,
     answer_from_conclusion,
+    before_other_tags,
     extract_stage,
     format_stage,
     format_stages,
@@ -73,6 +74,22 @@ def test_missing_closing_runs_to_next_opening_tag_not_beyond():
 def test_no_closing_tag_after_continuation_with_prefilled_opening():
     # the prompt prefilled "<CONCLUSION>"; the completion is just the body and its closing tag
     assert extract_stage(" B </CONCLUSION>", "conclusion") == "B"
+
+
+def test_a_stage_reply_that_runs_on_into_another_stage_keeps_only_its_own_text():
+    from stages.agent import StageAgent
+
+    assert before_other_tags("The bar is 7.\n<REASONING>guess: 3", "caption") == "The bar is 7.\n"
+    assert before_other_tags("The bar is 7.</CAPTION> <REASONING>x", "caption") == "The bar is 7.</CAPTION>"
+    assert before_other_tags("no tags", "caption") == "no tags"
+    assert before_other_tags("<CAPTION>The bar is 7. <REASONING>x", "caption") == "<CAPTION>The bar is 7. "
+    caption = StageAgent.load("caption")
+    ran_on = caption.parse("The bar is 7.\n<REASONING>guess: 3")
+    assert ran_on.body == "The bar is 7."
+    assert ran_on.repairs[-1] == "caption: no opening tag, took the reply up to another stage's tag"
+    wrong_stage = caption.parse("<REASONING>The bar is 7.</REASONING>")
+    assert wrong_stage.body == "The bar is 7." and "without its tags" in wrong_stage.repairs[-1]
+    assert caption.parse("The bar is 7.").repairs == ["caption: no opening tag, took the whole reply"]
 
 
 def test_empty_and_none_text():
