@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from engine.messages import user_message
 from stages.prompts import load_prompt
 from stages.sentences import sentence_view_faithful, split_sentences
-from stages.tags import STAGES, parse_stages
+from stages.tags import STAGES, answer_from_conclusion, parse_stages
 
 JUDGE_KINDS: tuple[str, ...] = ("summary", "caption", "reasoning", "conclusion", "sentence", "answer")
 _ALIASES = {"all": "answer"}  # the reference's name for the whole-answer judge
@@ -144,6 +144,8 @@ def judge_inputs(kind: str, outputs: Sequence[str], *, faithful: bool = False) -
         if text is None:
             raise NotJudgeable(kind, i, "is missing")
         if kind == "answer":
+            if not faithful and answer_from_conclusion(text) is None:  # tagged, but cut off before its answer
+                raise NotJudgeable(kind, i, "has stage tags but no CONCLUSION")
             responses.append(text if faithful else text.strip())
         elif kind == "sentence":
             if faithful:

@@ -76,7 +76,8 @@ def conclusion_key(text: str, choices: list[str] | None = None) -> str | None:
 async def vote(ops: Ops, s: Settings) -> str:
     """Self-consistency, the baseline a judge must beat: N whole answers, the most common conclusion
     wins (its first candidate); a tie between the most common goes to the judge, among one candidate
-    of each. Answers without a CONCLUSION get no vote (if none has one, the judge picks among all)."""
+    of each. Answers without a CONCLUSION get no vote (if none has one, the judge picks among all, and
+    any cut off before its CONCLUSION loses)."""
     candidates = await ops.generate("", "full", s.n)
     groups: dict[str, list[int]] = {}
     for i, text in enumerate(candidates):

@@ -291,6 +291,10 @@ def test_missing_tags_are_reported_not_mis_indexed():
     assert not judgeable("summary", None) and not judgeable("sentence", "no period", faithful=True)
     unclosed = "<SUMMARY> plan"
     assert judgeable("summary", unclosed) and not judgeable("summary", unclosed, faithful=True)
+    # a whole answer cut off before its CONCLUSION has no answer: it loses (the reference judges it)
+    cut_off = "<SUMMARY>s</SUMMARY><CAPTION>c</CAPTION><REASONING>r"
+    assert not judgeable("answer", cut_off) and judgeable("answer", cut_off, faithful=True)
+    assert judgeable("answer", FULL1) and judgeable("answer", "B, with no tags at all")
 
 
 def test_stage_hint_rules():
