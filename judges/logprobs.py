@@ -28,8 +28,9 @@ def verdict_probability(logprobs: TokenLogprobs | None) -> float | None:
         return None
     said = ""
     found: float | None = None
-    for token, alternatives in logprobs:
-        if said.endswith(VERDICT_CUE) or said.endswith(VERDICT_CUE + "["):
+    for i, (token, alternatives) in enumerate(logprobs):
+        echo = i + 1 < len(logprobs) and logprobs[i + 1][0].lstrip().startswith("/")  # the template's "[1/2]"
+        if (said.endswith(VERDICT_CUE) or said.endswith(VERDICT_CUE + "[")) and not echo:
             mass = {"1": 0.0, "2": 0.0}
             for alt, lp in alternatives.items():
                 m = _DIGIT.match(alt.strip())

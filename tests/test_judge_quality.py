@@ -224,6 +224,10 @@ def test_verdict_and_check_probabilities_from_split_tokens():
              ("1", {"1": math.log(0.6), "2": math.log(0.2), "x": math.log(0.2)})]
     assert abs(verdict_probability(split) - 0.75) < 1e-9
     assert verdict_probability([("Both", {"Both": 0.0})]) is None
+    # the format line echoed back ("I choose response [1/2]") names no response, as for the text rule
+    echo = [("I choose response", {}), (" [", {}), ("1", {"1": math.log(0.9), "2": math.log(0.1)}), ("/", {}),
+            ("2", {}), ("].", {})]
+    assert verdict_probability(echo) is None and verdict_probability(echo[:3] + [("].", {})]) == 0.9
     # "In" may begin "Incorrect": with that much mass on it the probabilities cannot say; the text decides
     assert check_failure_probability([(" in", {" in": math.log(0.7), "correct": math.log(0.3)})]) is None
     assert check_failure_probability([("In", {"In": math.log(0.9), "Correct": math.log(0.1)})]) is None
