@@ -174,6 +174,27 @@ def test_resume_from_checkpoint_continues_exactly(bases, run_dir, tmp_path):
         train(cfg(run_dir, base, tmp_path / "c", max_steps=4, batch_size=4, resume=str(ckpt), group_by_length=True))
 
 
+def test_resume_needs_the_same_model_setup(bases, run_dir, tmp_path, capsys):
+    """Another base, --lora or --freeze-vision cannot load the checkpoint's weights: one usage line; a
+    copy of the same base in another folder resumes."""
+    import shutil
+
+    train(cfg(run_dir, bases["llava"], tmp_path / "a", max_steps=1, batch_size=8, save_every=1))
+    ckpt = tmp_path / "a" / "checkpoints" / "step-1"
+    capsys.readouterr()
+    common = ["train", str(run_dir), "--out", str(tmp_path / "b"), "--max-steps", "2", "--batch-size", "8",
+              "--grad-accum", "1", "--no-progress", "--resume", str(ckpt)]
+    for extra in (["--base", bases["mllama"]], ["--base", bases["llava"], "--lora"],
+                  ["--base", bases["llava"], "--freeze-vision"]):
+        assert run_cli([*common, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "saved for" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "b").exists()
+    moved = shutil.copytree(bases["llava"], tmp_path / "moved-base")
+    assert run_cli([*common, "--base", str(moved)]) == 0
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["steps"] == 2
+
+
 def test_length_grouping_pads_less_and_keeps_every_example_once():
     from trainer.train import epoch_order
 
@@ -272,3 +293,15 @@ def test_max_minutes_stops_early_and_still_saves_a_servable_model(bases, run_dir
     image = synth.bar_chart(["blue", "red", "yellow"], [20, 40, 10])
     assert greedy(reloaded, AutoProcessor.from_pretrained(out), image, synth.QUESTION) == \
         greedy(result.model, result.processor, image, synth.QUESTION)
+
+
+def test_a_time_stop_with_save_every_leaves_a_checkpoint_to_resume(bases, run_dir, tmp_path):
+    """Stopped by --max-minutes between two --save-every checkpoints: the step it stopped on is saved."""
+    stopped = train(cfg(run_dir, bases["llava"], tmp_path / "a", max_steps=3, batch_size=8, max_minutes=1e-6,
+                        save_every=100)).run
+    assert stopped["stopped_by"] == "time" and stopped["steps"] == 1
+    ckpt = tmp_path / "a" / "checkpoints" / "step-1"
+    assert json.loads((ckpt / "trainer_state.json").read_text())["state"]["step"] == 1
+    resumed = train(cfg(run_dir, bases["llava"], tmp_path / "b", max_steps=3, batch_size=8, resume=str(ckpt))).run
+    assert resumed["stopped_by"] == "steps" and resumed["steps"] == 3
+    assert resumed["losses"][:1] == stopped["losses"]

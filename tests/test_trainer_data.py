@@ -77,8 +77,24 @@ def test_cot_text_trims_and_requires_all_four_tags_in_order():
     assert data.cot_text({"response": swapped}) is None
 
 
-def test_choices_become_lettered_lines():
-    assert data.user_text({"question": "Q?", "choices": ["x", "y"]}) == "Q?\nA. x\nB. y"
+def test_user_text_is_the_question_the_model_saw():
+    from stages.agent import question_text
+
+    for q, choices in [("Q?", ["x", "y"]), ("Which? ", ["down", "up", "flat"]), ("Plain?", None), ("Q", [])]:
+        assert data.user_text({"question": q, "choices": choices}) == question_text(q, choices)
+    assert data.user_text({"question": "Q?", "choices": ["x", "y"]}) == "Q?\nOptions:\nA. x\nB. y"
+
+
+def test_results_row_choices_reach_training_and_export(tmp_path):
+    run = tmp_path / "run"
+    synth.write_run(run, n=1)
+    row = json.loads((run / "results.jsonl").read_text())
+    row["choices"] = ["red", "green"]
+    (run / "results.jsonl").write_text(json.dumps(row) + "\n")
+    want = row["question"] + "\nOptions:\nA. red\nB. green"
+    assert data.load(run)[0][0].turns[0][0] == want
+    export(run, tmp_path / "cot.jsonl")
+    assert json.loads((tmp_path / "cot.jsonl").read_text())["conversations"][0]["value"] == want
 
 
 def test_llava_cot_reader(tmp_path):
@@ -192,3 +208,49 @@ def test_cli_export(mixed_run, capsys):
     assert run_cli(["export", str(mixed_run), "--format", "llava-cot"]) == 0
     assert "exported 6 of 16 rows" in capsys.readouterr().out
     assert len((mixed_run / "llava-cot.jsonl").read_text().splitlines()) == 6
+
+
+def test_cli_export_to_a_folder_is_a_usage_error(mixed_run, tmp_path, capsys):
+    out = tmp_path / "outdir"
+    out.mkdir()
+    assert run_cli(["export", str(mixed_run), "--format", "llava-cot", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and str(out) in err and len(err.strip().splitlines()) == 1
+    assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["outdir", "run"]
+    (tmp_path / "afile").write_text("")
+    under_a_file = str(tmp_path / "afile" / "x.jsonl")
+    assert run_cli(["export", str(mixed_run), "--format", "llava-cot", "--out", under_a_file]) == 2
+    err = capsys.readouterr().err
+    assert "afile" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "outdir", "run"]
+
+
+def test_llava_cot_speaker_not_a_string_drops_the_row(tmp_path):
+    Image.new("RGB", (20, 20), "blue").save(tmp_path / "a.png")
+    good = {"id": "ok", "image": "a.png",
+            "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}
+    rows = [good,
+            dict(good, id="list", conversations=[{"from": ["human"], "value": "Q"}, {"from": "gpt", "value": "A"}]),
+            dict(good, id="dict", conversations=[{"from": "human", "value": "Q"}, {"role": {"x": 1}, "value": "A"}])]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples, counts, _ = data.load(tmp_path / "t.jsonl")
+    assert [e.id for e in examples] == ["ok"]
+    assert counts.as_dict() == {"rows": 3, "kept": 1, "dropped": {"bad_conversations": 2}}
+
+
+def test_llava_cot_images_under_image_root_then_beside_the_file_then_cwd(tmp_path, monkeypatch):
+    """The README's order, for LLaVA-CoT as for results: --image-root, the data file's folder, the cwd."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "cwd").mkdir()
+    Image.new("RGB", (20, 20), "blue").save(tmp_path / "data" / "beside.png")
+    Image.new("RGB", (20, 20), "red").save(tmp_path / "cwd" / "here.png")
+    convs = [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]
+    f = tmp_path / "data" / "t.jsonl"
+    f.write_text("".join(json.dumps({"id": i, "image": i + ".png", "conversations": convs}) + "\n"
+                         for i in ("beside", "here", "nowhere")))
+    monkeypatch.chdir(tmp_path / "cwd")
+    examples, counts, _ = data.load(f, image_root=tmp_path / "root")
+    assert [(e.id, e.image) for e in examples] == [("beside", str(tmp_path / "data" / "beside.png")),
+                                                   ("here", str(tmp_path / "cwd" / "here.png"))]
+    assert counts.dropped == {"missing_image": 1}

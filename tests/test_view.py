@@ -345,3 +345,66 @@ def test_not_a_run_folder(tmp_path):
     proc = stagewise("view", tmp_path, "--no-browser", "--port", "0", timeout=60)
     assert proc.returncode == 2
     assert "not a run folder" in proc.stderr and str(tmp_path) in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def bare_run(tmp_path_factory):
+    """A run folder with results.jsonl and no traces.jsonl; two rows name links called *.png: one to a
+    real PNG outside the folder (as ITEMS.jsonl's images are), one to a secret text file."""
+    tmp = tmp_path_factory.mktemp("bare")
+    run, elsewhere = tmp / "run", tmp / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    Image.new("RGB", (8, 8), (0, 90, 200)).save(elsewhere / "chart.png")
+    (elsewhere / "secret.txt").write_text("root:x:0:0:secret\n")
+    (run / "pic.png").symlink_to(elsewhere / "chart.png")
+    (run / "leak.png").symlink_to(elsewhere / "secret.txt")
+    rows = [_row("chain", 0, "pic.png"), _row("chain", 1, "leak.png"), _row("chain", 2, None)]
+    (run / "results.jsonl").write_text(_jsonl(rows))
+    server = ViewServer(run)
+    yield server, rows, elsewhere
+    server.stop()
+
+
+def test_a_link_named_like_an_image_must_lead_to_an_image(bare_run):
+    server, _, elsewhere = bare_run
+    status, body, _ = server.get("/api/image?id=q000")
+    assert status == 200 and body == (elsewhere / "chart.png").read_bytes()
+    status, body, _ = server.get("/api/image?id=q001")
+    assert status == 403 and b"secret" not in body
+
+
+def test_an_item_without_traces_shows_its_row(bare_run):
+    server, rows, _ = bare_run
+    (view,) = server.json("/api/item", id="q002")["graphs"]
+    assert view["row"] == rows[2] and view["tree"]["steps"] == [] and view["tree"]["attempts"] == []
+
+
+def test_a_page_number_too_big_for_sqlite_is_a_400(bare_run):
+    server, _, _ = bare_run
+    status, body, _ = server.get("/api/items?page=99999999999999999999")
+    assert status == 400 and b"page must be at most" in body
+    assert server.json("/api/items", page=2)["items"] == []  # past the end, still just empty
+
+
+def test_a_malformed_row_costs_its_cells_not_the_view(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [_row("chain", i, None) for i in range(4)]
+    rows[1].update(latency_s="n/a", usage="none", repairs=7)
+    rows[2].update(usage={"calls": "many", "cost_usd": [1], "prompt_tokens": 10 ** 30, "completion_tokens": 1},
+                   status=["ok"], error_cause={"kind": "x"})
+    (run / "results.jsonl").write_text(_jsonl(rows))
+    (run / "traces.jsonl").write_text(_jsonl([e for i in range(4) for e in _events("chain", i)]))
+    server = ViewServer(run)
+    try:
+        listed = {it["id"]: it for it in server.json("/api/items", sort="latency")["items"]}
+        assert sorted(listed) == ["q000", "q001", "q002", "q003"]
+        assert listed["q001"]["latency_s"] is None and listed["q001"]["calls"] == 0
+        assert listed["q002"]["calls"] is None and listed["q002"]["cost_usd"] is None
+        assert listed["q002"]["tokens"] is None and listed["q003"]["latency_s"] == rows[3]["latency_s"]
+        info = server.json("/api/run")["graphs"][0]
+        assert info["items"] == 4 and info["calls"] == sum(rows[i]["usage"]["calls"] for i in (0, 3))
+        assert server.json("/api/item", id="q001")["graphs"][0]["row"] == rows[1]
+    finally:
+        server.stop()

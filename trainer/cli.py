@@ -61,9 +61,14 @@ def cmd_export(args) -> int:
     if not results.is_file():
         return _usage("export", f"{args.dir}: no results.jsonl there")
     out = Path(args.out) if args.out else results.parent / "llava-cot.jsonl"
+    if out.is_dir():
+        return _usage("export", f"--out {args.out} is a folder; give a file name (.jsonl, or .json for an array)")
     from trainer.export import export
 
-    counts = export(results, out, image_root=args.image_root)
+    try:
+        counts = export(results, out, image_root=args.image_root)
+    except OSError as e:  # e.g. an unreadable results file, a parent of --out that is a file
+        return _usage("export", f"{e.filename or out}: {e.strerror or e}")
     print(f"exported {counts.kept} of {counts.rows} rows to {out} (dropped {dict(counts.dropped) or 'none'})")
     return 0
 
@@ -102,7 +107,7 @@ def register(subparsers) -> None:
     p.add_argument("--resume", default=None,
                    help="continue from a checkpoint folder (OUT/checkpoints/step-K) (default: start fresh)")
     p.add_argument("--image-root", default=None, help="folder relative image paths are looked up under first "
-                   "(default: the data file's folder, and for a results.jsonl the working directory too)")
+                   "(default: none; then the data file's folder, then the working directory)")
     p.add_argument("--workers", type=int, default=None, help="data loader processes (default 4 on GPU, 0 on CPU)")
     p.add_argument("--group-by-length", action="store_true",
                    help="batch dialogs of about one length together (less padding, same examples per epoch)")
@@ -122,7 +127,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", required=True, help=f"one of: {', '.join(EXPORT_FORMATS)} (required)")
     p.add_argument("--out", default=None, help="output file (default DIR/llava-cot.jsonl; .json writes an array)")
     p.add_argument("--image-root", default=None, help="folder relative image paths are looked up under first "
-                   "(default: the data file's folder, and for a results.jsonl the working directory too)")
+                   "(default: none; then the data file's folder, then the working directory)")
     p.set_defaults(func=cmd_export)
 
 

@@ -134,11 +134,13 @@ def cot_text(row: dict) -> str | None:
 
 
 def user_text(row: dict) -> str:
-    """The question as the model saw it, with choices (if any) as lettered lines."""
-    q = str(row.get("question") or "").strip()
+    """The question exactly as the model saw it (stages.agent.question_text, repeated here because the
+    trainer reads files only): the question as given, then any choices under "Options:", lettered."""
+    q = row.get("question")
+    q = q if isinstance(q, str) else str(q or "")
     choices = row.get("choices")
     if isinstance(choices, list) and choices:
-        q += "\n" + "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(choices))
+        q += "\nOptions:\n" + "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(choices))
     return q
 
 
@@ -225,7 +227,8 @@ def _turns(convs) -> list[tuple[str, str]] | None:
     for c in convs:
         if not isinstance(c, dict):
             return None
-        role, value = _ROLE.get(c.get("from", c.get("role"))), c.get("value", c.get("content"))
+        speaker, value = c.get("from", c.get("role")), c.get("value", c.get("content"))
+        role = _ROLE.get(speaker) if isinstance(speaker, str) else None  # a list or object: a bad row, not a crash
         if role is None or not isinstance(value, str):
             return None
         if role == "user" and pending is None:
@@ -239,10 +242,12 @@ def _turns(convs) -> list[tuple[str, str]] | None:
 
 
 def read_llava_cot(path, image_root=None, check_images: bool = True) -> tuple[list[Example], Counts]:
-    """Examples from LLaVA-CoT-100k's format. Relative images are under image_root (default: the
-    file's folder), as in the released train.jsonl + unzipped image folder."""
+    """Examples from LLaVA-CoT-100k's format. Relative images are looked up under image_root, the
+    file's folder (the released train.jsonl beside its unzipped images; our exports), then the
+    working directory, as for results."""
     path = Path(path)
-    roots = [Path(image_root)] if image_root else [path.parent]
+    roots = [Path(image_root)] if image_root else []
+    roots += [path.parent, Path.cwd()]
     counts, out = Counts(), []
     for i, row in enumerate(_json_rows(path)):
         counts.rows += 1

@@ -28,15 +28,21 @@ def export(results, out, image_root=None) -> Counts:
     results, out = Path(results), Path(out)
     if results.is_dir():
         results = results / "results.jsonl"
+    if out.is_dir():  # checked before anything is written: no stray out.tmp
+        raise IsADirectoryError(f"{out} is a folder; the output is a file (.jsonl, or .json for an array)")
     examples, counts = read_results(results, image_root=image_root)
     out.parent.mkdir(parents=True, exist_ok=True)
     base = out.parent.resolve()
     rows = [to_llava_cot(ex, base) for ex in examples]
     tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        if out.suffix == ".json":
-            json.dump(rows, f, ensure_ascii=False, indent=1)
-        else:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    tmp.replace(out)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            if out.suffix == ".json":
+                json.dump(rows, f, ensure_ascii=False, indent=1)
+            else:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return counts

@@ -11,6 +11,7 @@ resume replays the same order and skips the micro-batches already done.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -37,6 +38,15 @@ class Result:
 
 
 COUNTERS = ("examples_seen", "tokens", "supervised_tokens", "skipped_images")  # per rank while running
+MODEL_KEYS = ("base", "lora", "freeze_vision")  # in a checkpoint's layout; checkpoints before them lack them
+
+
+def base_id(base) -> str:
+    """The base model as a resume compares it: model_type and a digest of config.json, so a copied or
+    moved base still matches and a model of another shape does not."""
+    config = json.loads((Path(base) / "config.json").read_text())
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{config.get('model_type')} {digest}"
 
 
 def lm_loss(logits, labels):
@@ -120,6 +130,18 @@ def train(cfg: TrainConfig) -> Result:
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
     workers = cfg.workers if cfg.workers is not None else (4 if torch.cuda.is_available() else 0)
 
+    # -- what a resume must match: the epoch order it replays, and the model its weights fit ----------
+    layout = {"examples": len(examples), "world": world, "batch_size": bs, "grad_accum": ga, "seed": cfg.seed,
+              **({"group_by_length": True} if cfg.group_by_length else {}),
+              "base": base_id(cfg.base), "lora": [cfg.lora_r, cfg.lora_alpha] if cfg.lora else None,
+              "freeze_vision": cfg.freeze_vision}
+    if cfg.resume:  # checked before the model loads: a mismatch is one line, not a state_dict traceback
+        saved = json.loads((Path(cfg.resume) / "trainer_state.json").read_text())
+        theirs = saved["layout"]
+        mine = {k: v for k, v in layout.items() if k in theirs or k not in MODEL_KEYS}  # older checkpoints
+        if theirs != mine:
+            raise UsageError(f"--resume {cfg.resume}: saved for {theirs}, this run is {mine}")
+
     # -- model --------------------------------------------------------------------------------------
     # fp32 master weights; Accelerate's bf16 autocast does the math (pure bf16 weights would round
     # away most 1e-5 updates).
@@ -141,12 +163,7 @@ def train(cfg: TrainConfig) -> Result:
 
     # -- state, resume ----------------------------------------------------------------------------
     state = {"step": 0, "epoch": 0, "micro": 0, "losses": [], **dict.fromkeys(COUNTERS, 0)}
-    layout = {"examples": len(examples), "world": world, "batch_size": bs, "grad_accum": ga, "seed": cfg.seed,
-              **({"group_by_length": True} if cfg.group_by_length else {})}  # the epoch order a resume replays
     if cfg.resume:
-        saved = json.loads((Path(cfg.resume) / "trainer_state.json").read_text())
-        if saved["layout"] != layout:
-            raise UsageError(f"--resume {cfg.resume}: saved for {saved['layout']}, this run is {layout}")
         acc.load_state(cfg.resume)
         state.update(saved["state"])
         if not main:  # counters are saved as totals over ranks: rank 0 carries them on
@@ -227,6 +244,8 @@ def train(cfg: TrainConfig) -> Result:
                 if cfg.max_minutes and out_of_time():
                     total_steps = state["step"]
                     stopped = "time"
+                    if cfg.save_every and state["step"] % cfg.save_every:  # so the run can be resumed
+                        save_checkpoint()
                 if state["step"] >= total_steps:
                     break
             else:  # the epoch ran to its end

@@ -92,14 +92,36 @@ def _trouble_stage(event: dict[str, Any]) -> str | None:
     return None
 
 
+def _number(value: Any, kind: type) -> float | int | None:
+    """A column's number: 0 when absent, None when the row holds something else (a hand-edited "n/a"
+    must cost that cell, not the view)."""
+    if value is None:
+        return kind(0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = kind(value)
+        except (ValueError, OverflowError):  # int(nan), int(inf)
+            return None
+        return number if kind is float or abs(number) < 2 ** 63 else None  # SQLite's INTEGER
+    return None
+
+
 def _row_columns(graph: str, off: int, line: bytes, row: dict[str, Any]) -> tuple:
-    usage = row.get("usage") or {}
+    usage = row.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
     correct = row.get("correct")
     question, answer, reference = (str(row.get(k) or "") for k in ("question", "answer", "reference"))
-    return (graph, str(row["id"]), off, len(line), row.get("status"), None if correct is None else int(bool(correct)),
-            row.get("error_cause"), float(usage.get("cost_usd") or 0.0), float(row.get("latency_s") or 0.0),
-            int(usage.get("calls") or 0), int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0),
+    prompt, completion = _number(usage.get("prompt_tokens"), int), _number(usage.get("completion_tokens"), int)
+    return (graph, str(row["id"]), off, len(line), _text(row.get("status")),
+            None if correct is None else int(bool(correct)), _text(row.get("error_cause")),
+            _number(usage.get("cost_usd"), float), _number(row.get("latency_s"), float),
+            _number(usage.get("calls"), int), None if prompt is None or completion is None else prompt + completion,
             question, answer, reference, " ".join((str(row["id"]), question, answer, str(row.get("error") or ""))).lower())
+
+
+def _text(value: Any) -> str | None:
+    """A text column: SQLite cannot bind a list or an object."""
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 class Index:
@@ -190,7 +212,8 @@ class Index:
             except (ValueError, KeyError, TypeError):
                 continue
             rows.append(_row_columns(graph, off, line, row))
-            for repair in row.get("repairs") or []:
+            repairs = row.get("repairs")
+            for repair in repairs if isinstance(repairs, list) else []:
                 trouble.append((graph, str(row["id"]), str(repair).split(":", 1)[0], "row"))
             count += 1
             if len(rows) >= 20000:
@@ -290,6 +313,8 @@ class Index:
             per_page = min(MAX_PER_PAGE, max(1, int(params.get("per_page") or 50)))
         except ValueError:
             raise ValueError("page and per_page must be whole numbers") from None
+        if (page - 1) * per_page >= 2 ** 63:  # SQLite's OFFSET; past the end, a smaller page is just empty
+            raise ValueError(f"page must be at most {(2 ** 63 - 1) // per_page}")
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         by_graph = "CASE graph " + " ".join("WHEN ? THEN %d" % i for i in range(len(graphs))) + " END"
         with self._lock:
@@ -341,6 +366,8 @@ class Index:
         for blob in blobs:
             offsets.frombytes(blob)
         events = []
+        if not offsets:  # no traces.jsonl, or no line of this item's: the page shows the row alone
+            return events
         with open(self.folder.graphs[graph] / TRACES, "rb") as f:
             for off in offsets:
                 f.seek(off)

@@ -1,7 +1,9 @@
 """The view's HTTP side (aiohttp): three static files and a small JSON API over the index.
 
 Nothing outside the run folder is served except the images the rows name: /api/image takes an item,
-never a path, and answers only with a file that row names whose suffix is an image's. The page fetches
+never a path, and answers only with a file that row names whose suffix is an image's, links followed
+(rows name images wherever ITEMS.jsonl keeps them, so the file may lie outside the folder, but a link
+named x.png to a non-image is refused). The page fetches
 nothing from elsewhere, so it works offline. Requests whose Host is not this server's are refused (a
 web page elsewhere cannot read a run through DNS rebinding).
 
@@ -123,6 +125,12 @@ async def image(request: web.Request) -> web.StreamResponse:
         path = index.folder.graphs[graph] / path
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise web.HTTPForbidden(text="the item's image is not an image file")
+    try:  # the file actually served: a link named x.png may point at any file
+        path = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise web.HTTPNotFound(text="the item's image file is missing") from None
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise web.HTTPForbidden(text="the item's image is a link to something not an image file")
     if not path.is_file():
         raise web.HTTPNotFound(text="the item's image file is missing")
     return web.FileResponse(path, headers={"Content-Type": mimetypes.guess_type(path.name)[0] or "image/png"})
