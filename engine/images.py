@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import io
 import urllib.request
 from pathlib import Path
@@ -33,8 +34,8 @@ def _read_bytes(ref: str, base_dir: Path) -> bytes:
         try:
             with urllib.request.urlopen(ref, timeout=30) as resp:  # noqa: S310 (user-given URL)
                 return resp.read()
-        except OSError as exc:
-            raise ImageError(f"cannot fetch {ref}: {exc}") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # also a URL that cannot be sent
+            raise ImageError(f"cannot fetch {ref[:200]}: {exc}") from None
     path = Path(ref)
     if not path.is_absolute():
         path = base_dir / path
@@ -44,6 +45,8 @@ def _read_bytes(ref: str, base_dir: Path) -> bytes:
         raise ImageError(f"image file not found: {path}") from None
     except OSError as exc:
         raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a path no file can have, e.g. with a NUL byte
+        raise ImageError(f"cannot read image {str(path)[:80]!r}: {exc}") from None
 
 
 def load_image_data_url(ref: str, base_dir: Path, max_side: int = DEFAULT_MAX_SIDE) -> str:
@@ -56,6 +59,8 @@ def load_image_data_url(ref: str, base_dir: Path, max_side: int = DEFAULT_MAX_SI
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"corrupt or unsupported image {ref[:80]!r}: {exc}") from None
+    except Image.DecompressionBombError as exc:  # not an OSError: more pixels than Pillow will decode
+        raise ImageError(f"image too large {ref[:80]!r}: {exc}") from None
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side))
     has_alpha = image.mode in ("RGBA", "LA", "P")

@@ -39,24 +39,69 @@ class BadLine:
     raw: str
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def _given_id(data: dict) -> str | None:
+    """The id a line gives, as the item (or its error row) takes it; None when it gives no usable one."""
+    v = data.get("id")
+    return str(v) if isinstance(v, (str, int)) and str(v) else None
+
+
+def _ids_like_line_ids(path: Path) -> set[str]:
+    """Ids the file itself gives that look like `line-N`, so a bad line's made-up id can avoid them."""
+    taken = set()
+    with open(path, "rb") as f:
+        for raw in f:
+            if b"line-" not in raw and b"\\u" not in raw:  # such an id is in the bytes, or \u-escaped
+                continue
+            try:
+                data = orjson.loads(raw.removeprefix(_BOM))
+            except orjson.JSONDecodeError:
+                continue
+            ident = _given_id(data) if isinstance(data, dict) else None
+            if ident and ident.startswith("line-"):
+                taken.add(ident)
+    return taken
+
+
+def _line_id(lineno: int, taken: set[str]) -> str:
+    """`line-N` for a line with no usable id, suffixed (`line-N#2`, ...) if a real id already is that:
+    every bad line gets its own row, and a real item is never skipped as its duplicate."""
+    ident, k = f"line-{lineno}", 1
+    while ident in taken:
+        k += 1
+        ident = f"line-{lineno}#{k}"
+    return ident
+
+
 def read_items(path: Path) -> Iterator[Item | BadLine]:
-    """Yield items in file order; a bad line yields a BadLine with an id we can report and resume on."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    """Yield items in file order; a bad line yields a BadLine with an id we can report and resume on.
+    Lines are decoded one by one, so undecodable bytes spoil only their own line."""
+    taken = _ids_like_line_ids(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1:
+                raw = raw.removeprefix(_BOM)  # editors on Windows start files with one
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield BadLine(_line_id(lineno, taken), f"line {lineno} is not valid UTF-8: {exc}",
+                              raw[:200].decode("utf-8", "replace"))
                 continue
             try:
                 data = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                yield BadLine(f"line-{lineno}", f"line {lineno} is not valid JSON: {exc}", line[:200])
+                yield BadLine(_line_id(lineno, taken), f"line {lineno} is not valid JSON: {exc}", line[:200])
                 continue
             if not isinstance(data, dict):
-                yield BadLine(f"line-{lineno}", f"line {lineno} is not a JSON object", line[:200])
+                yield BadLine(_line_id(lineno, taken), f"line {lineno} is not a JSON object", line[:200])
                 continue
             try:
                 yield Item.model_validate(data)
             except ValidationError as exc:
                 fields = ", ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                item_id = data.get("id")
-                ident = str(item_id) if isinstance(item_id, (str, int)) and str(item_id) else f"line-{lineno}"
+                ident = _given_id(data) or _line_id(lineno, taken)
                 yield BadLine(ident, f"line {lineno} (id {ident}) is not a valid item: {fields}", line[:200])

@@ -82,14 +82,24 @@ class Pacer:
         self._free_at = start + cost / self.rate
         return start - now
 
-    async def take(self, cost: float = 1.0) -> None:
+    async def take(self, cost: float = 1.0) -> float:
+        """Wait for `cost` units; returns the booking's end, for `give_back`."""
         wait = self.reserve(cost)
+        booked_until = self._free_at
         if wait > 0:
             try:
                 await asyncio.sleep(wait)
             except asyncio.CancelledError:
-                self.correct(cost, 0.0)  # never sent: give the booking back
+                self.give_back(cost, booked_until)
                 raise
+        return booked_until
+
+    def give_back(self, cost: float, booked_until: float) -> None:
+        """A booking never spent (its call was cancelled) is returned only while it is the last one:
+        later bookings were spaced after it, and pulling the free time back under them would let the
+        next call start too soon after them."""
+        if self._free_at == booked_until:
+            self._free_at -= cost / self.rate
 
     def correct(self, reserved: float, actual: float) -> None:
         """The call cost `actual`, not `reserved`: move the next free start by the difference."""
@@ -113,17 +123,16 @@ class Limits:
         """A concurrency slot first, then the budgets: the paced start is then the moment the request
         goes out, not a moment before a wait for a slot that would let paced starts bunch up."""
         await self.concurrency.acquire()
-        tokens_taken = False
+        tokens_booked = None
         try:
             if self.tpm is not None:
-                await self.tpm.take(estimate)
-                tokens_taken = True
+                tokens_booked = await self.tpm.take(estimate)
             if self.rpm is not None:
                 await self.rpm.take(1.0)
         except BaseException:
             self.concurrency.release()
-            if tokens_taken:
-                self.tpm.correct(estimate, 0.0)  # type: ignore[union-attr]
+            if tokens_booked is not None:
+                self.tpm.give_back(estimate, tokens_booked)  # type: ignore[union-attr]
             raise
 
     def release(self, estimate: float, actual_tokens: int | None, completion_tokens: int | None) -> None:

@@ -61,45 +61,62 @@ class ResultsFile:
         self.totals = {"ok": 0, "error": 0}
         self.errors_by_cause: Counter[str] = Counter()
         self.usage = Usage()  # everything spent on this folder's items, retried rows' attempts included
+        repair_tail(self.retried_path)  # before a move appends to it
+        retried = self.retried_path.read_bytes().splitlines() if self.retried_path.exists() else []
+        # A kill -9 between a move's append and its rename leaves rows in both files: the move is then
+        # redone without appending them again, and each row, in either file, counts once.
+        counted = set()
         if path.exists():
             repair_tail(path)
-            self._load(retry_errors)
-        if self.retried_path.exists():
-            repair_tail(self.retried_path)
-            for line in self.retried_path.read_bytes().splitlines():
-                try:
-                    row = orjson.loads(line)
-                    self.usage.add(Usage.of(row.get("usage")))
-                    self.retried_rows[row["id"]] += 1
-                except (ValueError, TypeError, KeyError):
-                    continue
+            retried, counted = self._load(retry_errors, retried)
+        for line in retried:
+            if line in counted:
+                continue
+            counted.add(line)
+            try:
+                row = orjson.loads(line)
+                self.usage.add(Usage.of(row.get("usage")))
+                self.retried_rows[row["id"]] += 1
+            except (ValueError, TypeError, KeyError):
+                continue
         self._file = open(path, "a", encoding="utf-8", buffering=1 << 20)
         self._flush_scheduled = False
 
-    def _load(self, policy: str) -> None:
+    def _load(self, policy: str, retried: list[bytes]) -> tuple[list[bytes], set[bytes]]:
+        """Count the rows kept and move out the ones to retry; returns retried.jsonl's lines after the
+        move, and the kept lines that retried.jsonl also holds (counted here already)."""
+        in_retried = set(retried)
         keep: list[bytes] = []
         moved: list[bytes] = []
+        kept_in_both: set[bytes] = set()
         rewrite = False
         for line in self.path.read_bytes().splitlines(keepends=True):
             try:
                 row = orjson.loads(line)
                 row_id = row["id"]
             except (ValueError, KeyError, TypeError):
-                rewrite = bool(line.strip())  # not a row: nothing to keep
+                rewrite = rewrite or bool(line.strip())  # not a row: nothing to keep
                 continue
             if row_id in self.done or row_id in self.retrying:
                 rewrite = True  # a second row for one id: the first one counts
                 continue
+            bare = line.rstrip(b"\r\n")
             if should_retry(row, policy):
-                moved.append(line)
                 self.retrying.add(row_id)
+                if bare not in in_retried:
+                    moved.append(line)
+                    retried.append(bare)
+                rewrite = True
                 continue
             keep.append(line)
             self._count(row)
+            if bare in in_retried:
+                kept_in_both.add(bare)
         if moved:
             append_durably(self.retried_path, moved)
-        if moved or rewrite:
+        if rewrite:
             replace_atomically(self.path, keep)
+        return retried, kept_in_both
 
     def _count(self, row: dict[str, Any]) -> None:
         self.done.add(row["id"])

@@ -83,6 +83,8 @@ async def solve_entry(entry: Item | BadLine, solve: Solve, *, meta: dict[str, An
             row["error"], row["error_cause"] = entry.error, INPUT_CAUSE
         else:
             row.update(question=entry.question, image=_image_ref(entry.image, base_dir), reference=entry.answer)
+            if entry.choices:  # the options the model was shown: training on the row must show them too
+                row["choices"] = list(entry.choices)
             try:
                 image_url = await load_image(entry) if entry.image else None
                 row.update(await solve(entry, image_url))

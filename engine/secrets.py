@@ -6,6 +6,10 @@ import re
 from functools import lru_cache
 
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.I)
+# Key-shaped text, whatever the environment holds: a bearer token, or an OpenAI/Anthropic-style key (sk-
+# and 20+ characters) starting a word, so ids and paths that merely contain "sk-" (task-abcdef12) stay.
+_KEY_SHAPED = (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9_\-.]{6,}"),
+               re.compile(r"(?i)(?<![A-Za-z0-9_-])(sk-)[A-Za-z0-9_\-.]{20,}"))
 
 
 @lru_cache(maxsize=1)
@@ -16,8 +20,10 @@ def _secret_pattern() -> re.Pattern[str] | None:
 
 
 def redact(text: str) -> str:
-    """Replace the value of every secret-looking environment variable (and bearer tokens) in `text`."""
+    """Replace the value of every secret-looking environment variable, and key-shaped text, in `text`."""
     pattern = _secret_pattern()
     if pattern is not None:
         text = pattern.sub("[redacted]", text)
-    return re.sub(r"(?i)(bearer\s+|sk-)[A-Za-z0-9_\-\.]{6,}", r"\1[redacted]", text)
+    for key_shaped in _KEY_SHAPED:
+        text = key_shaped.sub(r"\1[redacted]", text)
+    return text

@@ -173,8 +173,9 @@ class Tracer:
         if self._file is None:
             return
         span = current_span.get()
-        self._log.msg(name, ts=round(time.time(), 4), item_id=span.item_id, trace_id=span.trace_id,
-                      **{**span.fields, "span_id": span.span_id, "parent_id": span.parent_id, **fields})
+        # one dict, so an explicit field (item.duplicate's item_id) replaces the span's instead of clashing
+        self._log.msg(name, **{"ts": round(time.time(), 4), "item_id": span.item_id, "trace_id": span.trace_id,
+                               **span.fields, "span_id": span.span_id, "parent_id": span.parent_id, **fields})
 
     @contextlib.contextmanager
     def span(self, kind: str, name: str, *, parent: Span | None = None, labels: dict[str, Any] | None = None,

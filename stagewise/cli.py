@@ -224,14 +224,21 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError("no model: pass --model (e.g. hosted_vllm/NAME --api-base URL) or set STAGEWISE_MODEL")
     if not args.items.is_file() or not os.access(args.items, os.R_OK):
         raise UsageError(f"cannot read input file {args.items}")
-    for name in ("n", "concurrency", "max_tokens"):
+    for name in ("n", "concurrency", "max_tokens", "max_sentences", "max_image_side"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("rpm", "tpm"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1 (leave it out for no cap)")
-    if args.max_retry_after < 0:
-        raise UsageError(f"--max-retry-after must be 0 or more seconds, not {args.max_retry_after:g}")
+    if args.items_in_flight is not None and args.items_in_flight < 1:
+        raise UsageError("--items-in-flight must be at least 1 (leave it out for --concurrency)")
+    if args.max_retries < 0:
+        raise UsageError(f"--max-retries must be 0 or more, not {args.max_retries}")
+    if not args.timeout > 0:  # `not >` also refuses nan
+        raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
+    for name in ("backoff", "max_retry_after"):
+        if not getattr(args, name) >= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more seconds, not {getattr(args, name):g}")
 
 
 def _cluster(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:

@@ -12,6 +12,7 @@ from engine.cache import Cache
 from engine.client import Client
 from engine.errors import UsageError
 from engine.fallback import FallbackClient, recording_answers
+from engine.folder_lock import locked_folder
 from engine.limits import Limits, account_key
 from engine.retry import RetryPolicy
 from engine.runner import Solve, run_items
@@ -130,12 +131,13 @@ async def _run_job(job: Job, out: Path, cache: Cache | None, default_cache: Path
 
 async def run_generate(args: argparse.Namespace) -> dict[str, Any]:
     job = Job(args, resolve(args.graph))
-    cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
-    try:
-        return await _run_job(job, args.out, cache, args.out / "cache.sqlite")
-    finally:
-        if cache:
-            cache.close()
+    with locked_folder(args.out):
+        cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
+        try:
+            return await _run_job(job, args.out, cache, args.out / "cache.sqlite")
+        finally:
+            if cache:
+                cache.close()
 
 
 async def run_compare(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,14 +146,19 @@ async def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
     jobs = [Job(args, resolve(g)) for g in args.graphs.split(",") if g.strip()]
     names = [j.spec.name for j in jobs]
-    cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
-    summaries = {}
-    try:
-        for job in jobs:
-            summaries[job.spec.name] = await _run_job(job, args.out / job.spec.name, cache,
-                                                      args.out / "cache.sqlite")
-    finally:
-        if cache:
-            cache.close()
-    return {**write_report(args.out, names, model=args.model, n=args.n, items_path=args.items),
-            "summaries": summaries}
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # two graphs of one name would write into one DIR/<name>/
+        raise UsageError(f"--graphs: graph name {', '.join(repeated)} appears more than once (a .toml graph's "
+                         "`name` counts); each graph writes DIR/<name>/, so give each its own name")
+    with locked_folder(args.out):  # DIR, and so every DIR/<graph>/ in it
+        cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
+        summaries = {}
+        try:
+            for job in jobs:
+                summaries[job.spec.name] = await _run_job(job, args.out / job.spec.name, cache,
+                                                          args.out / "cache.sqlite")
+        finally:
+            if cache:
+                cache.close()
+        return {**write_report(args.out, names, model=args.model, n=args.n, items_path=args.items),
+                "summaries": summaries}

@@ -129,3 +129,16 @@ def test_progress_bar_on_a_terminal_closes_with_the_exact_counts(tmp_path, fake_
     shown = [ln for ln in re.split(r"[\r\n]", text) if "calls (" in ln]
     assert shown, text
     assert _calls_in(shown[-1]) == summary["calls"]
+
+
+@pytest.mark.parametrize("graphs", ["chain,chain", "chain,{toml}"])
+def test_compare_refuses_two_graphs_of_one_name(tmp_path, graphs):
+    items = write_items(tmp_path / "items.jsonl", [{"id": "a", "question": "q"}])
+    toml = tmp_path / "mine.toml"
+    toml.write_text('name = "chain"\n[[steps]]\nstage = "summary"\n')
+    out = tmp_path / "run"
+    proc = stagewise("compare", items, "--out", out, "--graphs", graphs.format(toml=toml), "--model",
+                     "hosted_vllm/fake", "--api-base", "http://127.0.0.1:9/v1", "--no-progress")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "graph name chain appears more than once" in lines[0]
+    assert not out.exists()

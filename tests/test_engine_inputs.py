@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 
+import pytest
 from PIL import Image
 
 from conftest import read_jsonl, stagewise, write_items
+
+from engine.images import ImageError, load_image_data_url
+from engine.runner import describe_error
+from engine.secrets import redact
+from stagewise.cli import main
 
 
 def test_bad_rows_become_error_rows_and_the_run_goes_on(tmp_path, fake_server):
@@ -52,6 +60,16 @@ def test_api_key_never_written(tmp_path, fake_server):
         assert b"MARKER-7f3a" not in p.read_bytes(), f"part of the key leaked into {p}"
 
 
+def test_keys_are_redacted_but_ids_that_contain_sk_are_not():
+    key = "sk-proj-Ab12Cd34Ef56Gh78Ij90Kl"
+    assert redact(f"Incorrect API key provided: {key}.") == "Incorrect API key provided: sk-[redacted]"
+    assert redact(f"({key})") == "(sk-[redacted])"
+    assert redact("Authorization: Bearer abc123def456") == "Authorization: Bearer [redacted]"
+    for text in ("item task-abcdef12: timeout", "image /data/disk-0123456789abcdef0123456789.png",
+                 "item risk-assessment_2024_batch_07_q3 failed", "item sk-small1 failed"):
+        assert redact(text) == text
+
+
 def _one_line_exit_2(proc) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -68,3 +86,32 @@ def test_bad_usage_exits_2_with_one_line(tmp_path, fake_server):
     _one_line_exit_2(stagewise("generate", items, *base, "--model", "nonexistent-provider-model-x"))
     _one_line_exit_2(stagewise("generate", items, *base, "--model", "hosted_vllm/fake", "--concurrency", "x"))
     assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("option", [("--max-retries", "-1"), ("--timeout", "0"), ("--timeout", "-5"),
+                                    ("--timeout", "nan"), ("--backoff", "-0.5"), ("--items-in-flight", "0"),
+                                    ("--max-sentences", "0"), ("--max-image-side", "0")])
+def test_out_of_range_numbers_are_bad_usage(tmp_path, capsys, option):
+    items = write_items(tmp_path / "items.jsonl", [{"id": "a", "question": "q"}])
+    out = tmp_path / "run"
+    status = main(["generate", str(items), "--out", str(out), "--model", "hosted_vllm/fake",
+                   "--api-base", "http://127.0.0.1:9/v1", "--no-progress", *option])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"stagewise: error: {option[0]} must be"), err
+    assert not out.exists()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height: Pillow refuses it by its size before decoding a pixel."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("ref", ["bomb.png", "bad\x00name.png", "http://exa mple.com/a b.png"])
+def test_an_unusable_image_is_an_input_error(tmp_path, ref):
+    (tmp_path / "bomb.png").write_bytes(_png_header_only(40000, 40000))
+    with pytest.raises(ImageError) as caught:
+        load_image_data_url(ref, tmp_path)
+    assert describe_error("x", caught.value)[1] == "input"

@@ -66,6 +66,18 @@ def test_pacer_settles_the_real_cost():
     assert pacer.reserve(1) == pytest.approx(1.2, abs=0.05)
 
 
+async def test_a_cancelled_booking_with_later_ones_is_not_given_back():
+    pacer = Pacer(per_minute=60)  # one start a second
+    a, b, c = (asyncio.create_task(pacer.take(1)) for _ in range(3))  # booked for 0, 1 and 2 s
+    await asyncio.sleep(0)
+    b.cancel()  # C is already spaced after B: giving B's second back would put D next to C
+    with pytest.raises(asyncio.CancelledError):
+        await b
+    assert pacer.reserve(1) == pytest.approx(3, abs=0.05)
+    c.cancel()
+    await asyncio.gather(a, c, return_exceptions=True)
+
+
 async def test_a_cancelled_paced_call_gives_its_booking_and_slot_back():
     limits = Limits(concurrency=1, rpm=60)
     await limits.acquire(0)

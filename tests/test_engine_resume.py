@@ -109,3 +109,21 @@ def test_ctrl_c_while_calls_wait_for_slots_records_no_failure(tmp_path, fake_ser
     final = read_jsonl(out / "results.jsonl")
     assert Counter(r["id"] for r in final) == Counter({r["id"]: 1 for r in rows})
     assert all(r["status"] == "ok" for r in final)
+
+
+def test_a_second_run_on_a_folder_in_use_exits_2_and_writes_nothing(tmp_path, fake_server):
+    items = write_items(tmp_path / "items.jsonl", [{"id": "stuck", "question": "Stalls [[slow:caption]]"}])
+    out = tmp_path / "run"
+    args = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", fake_server.api_base,
+            "--no-progress", "--no-cache"]  # no cache: the stalled first run writes nothing until released
+    first = start_stagewise(*args)
+    wait_for(lambda: fake_server.get("/stats").get("slow_waiting") == 1, "the first run's stalled call")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    second = stagewise(*args)
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1 and f"{out} is in use by another stagewise run" in lines[0]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, "the second run wrote"
+    fake_server.get("/release")
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    assert stagewise(*args).returncode == 0  # the lock goes with the run that held it
+    assert [r["id"] for r in read_jsonl(out / "results.jsonl")] == ["stuck"]

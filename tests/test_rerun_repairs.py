@@ -12,6 +12,8 @@ import pytest
 
 from conftest import read_jsonl, stagewise, start_stagewise, write_items
 
+from engine.results import ResultsFile
+
 
 def _dead_api_base() -> str:
     """A loopback port with nothing listening: a mistyped --api-base."""
@@ -168,3 +170,35 @@ def test_compare_counts_error_rows_as_wrong(tmp_path, fake_server):
     report = {g["graph"]: g for g in json.loads((out / "report.json").read_text())["graphs"]}
     assert report["chain"]["accuracy"] == 0.75 and report["chain"]["errors"] == 1
     assert report["best_of_n"]["accuracy"] == 0.75 and report["best_of_n"]["errors"] == 1
+
+
+def test_a_move_cut_short_by_kill_9_is_redone_and_counted_once(tmp_path, fake_server):
+    items, out = _items(tmp_path), tmp_path / "run"
+    common = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--no-progress",
+              "--max-retries", "1", "--backoff", "0.01"]
+    assert stagewise(*common, "--api-base", _dead_api_base()).returncode == 3
+    assert json.loads((out / "summary.json").read_text())["attempts"] == 8
+    # what kill -9 leaves between the move's append to retried.jsonl and the rename of results.jsonl
+    (out / "retried.jsonl").write_bytes((out / "results.jsonl").read_bytes())
+
+    kept = stagewise(*common, "--api-base", fake_server.api_base, "--retry-errors", "none")
+    assert kept.returncode == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["attempts"] == 8 and summary["failed_attempts"] == 8, "a row in both files counts once"
+
+    right = stagewise(*common, "--api-base", fake_server.api_base)
+    assert right.returncode == 0, right.stderr
+    assert Counter(r["id"] for r in read_jsonl(out / "retried.jsonl")) == Counter({f"q{i}": 1 for i in range(4)})
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["attempts"] == 8 + 16 and summary["failed_attempts"] == 8
+    starts = [e for e in read_jsonl(out / "traces.jsonl") if e["event"] == "item.start"]
+    assert sorted(e["attempt"] for e in starts) == [1] * 4 + [2] * 4
+
+
+@pytest.mark.parametrize("junk", [b'{"id": "a", "status": "ok"}\n', b"not a row\n"])
+def test_junk_then_a_blank_line_is_still_rewritten_away(tmp_path, junk):
+    path = tmp_path / "results.jsonl"
+    row = b'{"id": "a", "status": "ok"}\n'
+    path.write_bytes(row + junk + b"\n")
+    ResultsFile(path).close()
+    assert path.read_bytes() == row
