@@ -30,10 +30,10 @@ NOT_JUDGED = ("forfeit", "precheck", "same")  # decisions no judge verdict made
 def _events(path: Path) -> Iterable[dict[str, Any]]:
     if not path.is_file():
         return
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line in f:
             try:
-                yield json.loads(line)
+                yield json.loads(line)  # per line: an undecodable one is skipped, not fatal
             except ValueError:
                 continue
 

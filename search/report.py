@@ -30,10 +30,10 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
             rows.append(json.loads(line))
-        except ValueError:
+        except ValueError:  # UnicodeDecodeError included
             continue
     return rows
 

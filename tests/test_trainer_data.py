@@ -97,6 +97,22 @@ def test_results_row_choices_reach_training_and_export(tmp_path):
     assert json.loads((tmp_path / "cot.jsonl").read_text())["conversations"][0]["value"] == want
 
 
+def test_a_multiple_choice_run_trains_on_the_options_the_model_saw(tmp_path, fake_server):
+    from conftest import stagewise, write_items
+    from stages.agent import question_text
+
+    Image.new("RGB", (20, 20), "red").save(tmp_path / "chart.png")
+    items = write_items(tmp_path / "items.jsonl", [{"id": "mc", "question": "Which is tallest?", "image": "chart.png",
+                                                    "choices": ["red", "green"], "answer": "A"}])
+    run = tmp_path / "run"
+    stagewise("generate", items, "--out", run, "--graph", "chain", "--model", "hosted_vllm/fake", "--api-base",
+              fake_server.api_base, "--no-progress", check=True)
+    row = json.loads((run / "results.jsonl").read_text())
+    assert row["choices"] == ["red", "green"] and row["correct"]
+    [example], _, _ = data.load(run)
+    assert example.turns[0][0] == question_text("Which is tallest?", ["red", "green"])
+
+
 def test_llava_cot_reader(tmp_path):
     Image.new("RGB", (20, 20), "blue").save(tmp_path / "a.png")
     (tmp_path / "sub").mkdir()
