@@ -9,6 +9,7 @@ import base64
 import binascii
 import http.client
 import io
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +19,23 @@ DEFAULT_MAX_SIDE = 1024
 
 
 class ImageError(ValueError):
-    pass
+    """An image that cannot be used; `cause` is "input" (rerunning cannot help) unless fetching a URL
+    failed for the network's or the server's reason, which a rerun retries like a failed model call."""
+
+    def __init__(self, message: str, cause: str = "input"):
+        super().__init__(message)
+        self.cause = cause
+
+
+def _fetch_cause(exc: BaseException) -> str:
+    """The error cause of a failed URL fetch: the URL's own (a 4xx, a URL that cannot be sent), else the
+    server's or the network's (5xx, 408, 429, a timeout, a refused or dropped connection)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return "server" if exc.code >= 500 or exc.code in (408, 429) else "input"
+    if isinstance(exc, (ValueError, http.client.InvalidURL)):
+        return "input"
+    return "timeout" if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError) \
+        else "connection"
 
 
 def _read_bytes(ref: str, base_dir: Path) -> bytes:
@@ -35,7 +52,7 @@ def _read_bytes(ref: str, base_dir: Path) -> bytes:
             with urllib.request.urlopen(ref, timeout=30) as resp:  # noqa: S310 (user-given URL)
                 return resp.read()
         except (OSError, ValueError, http.client.HTTPException) as exc:  # also a URL that cannot be sent
-            raise ImageError(f"cannot fetch {ref[:200]}: {exc}") from None
+            raise ImageError(f"cannot fetch {ref[:200]}: {exc}", _fetch_cause(exc)) from None
     path = Path(ref)
     if not path.is_absolute():
         path = base_dir / path

@@ -34,7 +34,7 @@ def _image_ref(ref: str | None, base_dir: Path) -> str | None:
 def describe_error(item_id: str, exc: Exception) -> tuple[str, str]:
     """(message naming the item and the cause, error_cause) for an exception that ended an item."""
     if isinstance(exc, ImageError):
-        return f"item {item_id}: {exc}", INPUT_CAUSE
+        return f"item {item_id}: {exc}", exc.cause
     if isinstance(exc, CallError):
         return f"item {item_id}: model call failed ({exc.kind}): {exc}", exc.kind
     return f"item {item_id}: {type(exc).__name__}: {exc}", INTERNAL_CAUSE

@@ -115,3 +115,18 @@ def test_an_unusable_image_is_an_input_error(tmp_path, ref):
     with pytest.raises(ImageError) as caught:
         load_image_data_url(ref, tmp_path)
     assert describe_error("x", caught.value)[1] == "input"
+
+
+def test_an_image_url_that_fails_for_the_network_is_retried_by_a_rerun(tmp_path, fake_server):
+    # nothing listens on port 9: the fetch fails for the network's reason; the server's 404 is the URL's own
+    items = write_items(tmp_path / "items.jsonl", [
+        {"id": "down", "question": "Q", "image": "http://127.0.0.1:9/chart.png"},
+        {"id": "gone", "question": "Q", "image": fake_server.api_base.replace("/v1", "/no-such-chart.png")}])
+    out = tmp_path / "run"
+    args = ("generate", items, "--out", out, "--graph", "chain", "--model", "hosted_vllm/fake", "--api-base",
+            fake_server.api_base, "--no-progress")
+    assert stagewise(*args).returncode == 3
+    causes = {r["id"]: r["error_cause"] for r in read_jsonl(out / "results.jsonl")}
+    assert causes == {"down": "connection", "gone": "input"}
+    assert stagewise(*args).returncode == 3  # the rerun tries "down" again and keeps "gone" as it was
+    assert [r["id"] for r in read_jsonl(out / "retried.jsonl")] == ["down"]
