@@ -82,10 +82,15 @@ class Pacer:
         self._free_at = start + cost / self.rate
         return start - now
 
+    @property
+    def booked_until(self) -> float:
+        """The end of the latest booking: what `give_back` compares to know a booking is still the last."""
+        return self._free_at
+
     async def take(self, cost: float = 1.0) -> float:
         """Wait for `cost` units; returns the booking's end, for `give_back`."""
         wait = self.reserve(cost)
-        booked_until = self._free_at
+        booked_until = self.booked_until
         if wait > 0:
             try:
                 await asyncio.sleep(wait)

@@ -78,6 +78,18 @@ async def test_a_cancelled_booking_with_later_ones_is_not_given_back():
     await asyncio.gather(a, c, return_exceptions=True)
 
 
+def test_the_cluster_limiter_gives_a_booking_back_only_while_it_is_the_last():
+    from stagewise.cluster.limiter import AccountLimiter
+
+    limiter, account = AccountLimiter(rpm=None, tpm=60), ("openai", "")  # one token a second
+    bookings = [limiter.reserve(account, 1)[2] for _ in range(3)]  # booked for 0, 1 and 2 s
+    limiter.give_back(account, 1, bookings[1])  # never sent, but the third is spaced after it: kept
+    wait, _, last = limiter.reserve(account, 1)
+    assert wait == pytest.approx(3, abs=0.05)
+    limiter.give_back(account, 1, last)  # the last booking: it goes back
+    assert limiter.reserve(account, 1)[0] == pytest.approx(3, abs=0.05)
+
+
 async def test_a_cancelled_paced_call_gives_its_booking_and_slot_back():
     limits = Limits(concurrency=1, rpm=60)
     await limits.acquire(0)

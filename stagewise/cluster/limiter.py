@@ -47,20 +47,29 @@ class AccountLimiter:
             self._pacers[account] = (Pacer(rpm) if rpm else None, Pacer(tpm) if tpm else None)
         return self._pacers[account]
 
-    def reserve(self, account: Account, tokens: float) -> tuple[float, int]:
-        """Book one request of about `tokens` tokens: (seconds to wait, the account's 429 count).
-        Tokens first, then the request slot after that wait, as Limits.acquire does in one process."""
+    def reserve(self, account: Account, tokens: float) -> tuple[float, int, float | None]:
+        """Book one request of about `tokens` tokens: (seconds to wait, the account's 429 count, the token
+        booking's end for `give_back`). Tokens first, then the request slot after that wait, as
+        Limits.acquire does in one process."""
         rpm, tpm = self._of(account)
         wait = tpm.reserve(tokens) if tpm else 0.0
+        booked_until = tpm.booked_until if tpm else None
         if rpm:
             wait = rpm.reserve(1.0, after_s=wait)
-        return wait, self._cuts[account]
+        return wait, self._cuts[account], booked_until
 
     def correct(self, account: Account, reserved: float, actual: float) -> None:
-        """The request cost `actual` tokens, not `reserved` (or was never sent: actual 0)."""
+        """The request cost `actual` tokens, not `reserved`."""
         tpm = self._of(account)[1]
         if tpm:
             tpm.correct(reserved, actual)
+
+    def give_back(self, account: Account, reserved: float, booked_until: float | None) -> None:
+        """A request never sent: its tokens go back only while no later booking was spaced after them
+        (Pacer.give_back)."""
+        tpm = self._of(account)[1]
+        if tpm and booked_until is not None:
+            tpm.give_back(reserved, booked_until)
 
     def rate_limited(self, account: Account) -> int:
         now = time.monotonic()

@@ -39,13 +39,13 @@ class ClusterLimits(Limits):
         await self.concurrency.acquire()
         try:
             if self._capped:
-                wait, cuts = await self._limiter.reserve.remote(self._account, estimate)
+                wait, cuts, booked_until = await self._limiter.reserve.remote(self._account, estimate)
                 self._saw(cuts)
                 if wait > 0:
                     try:
                         await asyncio.sleep(wait)
-                    except asyncio.CancelledError:
-                        self._limiter.correct.remote(self._account, estimate, 0.0)  # never sent
+                    except asyncio.CancelledError:  # never sent
+                        self._limiter.give_back.remote(self._account, estimate, booked_until)
                         raise
             elif time.monotonic() - self._checked > CHECK_EVERY_S:
                 self._checked = time.monotonic()
