@@ -78,7 +78,9 @@ def extract_choice(answer: str | None, choices: Sequence[str] | None = None) -> 
         return hits[-1]
     if choices:
         norm = normalize(answer_part(text))
-        matches = [valid[i] for i, c in enumerate(choices) if normalize(c) == norm]
+        number = to_number(answer_part(text))  # "20.0" is the option "20"
+        matches = [valid[i] for i, c in enumerate(choices)
+                   if normalize(c) == norm or (number is not None and to_number(c) == number)]
         if len(matches) == 1:
             return matches[0]
     return None

@@ -10,7 +10,7 @@ from typing import Awaitable, Callable
 from judges.scorers import answer_part, extract_choice, normalize, to_number
 from search.base import Settings
 from search.primitives import Ops
-from stages.tags import STAGES, parse_stages
+from stages.tags import STAGES, answer_from_conclusion
 
 GraphFn = Callable[[Ops, Settings], Awaitable[str]]
 REGISTRY: dict[str, GraphFn] = {}
@@ -61,8 +61,9 @@ async def sentence_beam(ops: Ops, s: Settings) -> str:
 
 def conclusion_key(text: str, choices: list[str] | None = None) -> str | None:
     """What a whole answer concludes, so equal answers count as one vote: the option letter, a
-    number, else the normalized answer text; None without a CONCLUSION."""
-    conclusion = parse_stages(text).stages.get("conclusion")
+    number, else the normalized answer text; None for tagged text without a CONCLUSION (a plain
+    answer without any tag is taken whole)."""
+    conclusion = answer_from_conclusion(text)  # a plain answer without tags is its own conclusion
     if not conclusion or not conclusion.strip():
         return None
     letter = extract_choice(conclusion, choices) if choices else None
@@ -76,8 +77,8 @@ def conclusion_key(text: str, choices: list[str] | None = None) -> str | None:
 async def vote(ops: Ops, s: Settings) -> str:
     """Self-consistency, the baseline a judge must beat: N whole answers, the most common conclusion
     wins (its first candidate); a tie between the most common goes to the judge, among one candidate
-    of each. Answers without a CONCLUSION get no vote (if none has one, the judge picks among all, and
-    any cut off before its CONCLUSION loses)."""
+    of each. Tagged answers without a CONCLUSION get no vote (if none has one, the judge picks among
+    all, and those cut off before their CONCLUSION lose); a plain answer with no tags votes as itself."""
     candidates = await ops.generate("", "full", s.n)
     groups: dict[str, list[int]] = {}
     for i, text in enumerate(candidates):

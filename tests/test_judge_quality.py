@@ -165,6 +165,7 @@ def test_vote_counts_equal_answers_as_one_and_different_ones_apart():
     assert key("B", ["x", "y"]) == key("b", ["x", "y"]) == key("(B) y", ["x", "y"]) == "B"
     assert key("The Eiffel Tower") == key("eiffel tower.")
     assert conclusion_key("<SUMMARY>no conclusion</SUMMARY>") is None
+    assert conclusion_key("Paris.") == conclusion_key("<CONCLUSION>paris</CONCLUSION>")  # a plain answer votes
 
 
 def test_litellm_route_reads_logprobs_too(tmp_path, fake_server):

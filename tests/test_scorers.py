@@ -58,6 +58,8 @@ def test_exact_match(pred, ref, ok):
     ("Answer: I think so", None, None),             # the pronoun is not an option
     ("cat", ["dog", "cat", "cow"], "B"),            # option text maps to its letter
     ("The answer is cat.", ["dog", "cat"], "B"),
+    ("20.0", ["10", "20"], "B"),                    # a number is its option whatever its form
+    ("The answer is 1,000", ["100", "1000"], "B"),
     ("E", ["dog", "cat"], None),                    # beyond the options
     ("yes", None, None),
     ("", None, None),
