@@ -91,7 +91,8 @@ def write_items(path: Path, rows: list[dict | str]) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # split on newlines only: str.splitlines also breaks at U+2028, which JSON leaves raw inside strings
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
 
 
 @pytest.fixture(scope="session")

@@ -92,6 +92,26 @@ def test_every_graph_gives_the_local_rows(cluster, tmp_path, fake_server):
         assert (s["items"], s["ok"], s["error"]) == (7, 6, 1)
 
 
+def test_the_cluster_reads_items_as_the_local_runner_does(cluster, tmp_path, fake_server):
+    """A byte-order mark, a U+2028 inside a question (valid JSON, a line break to str.splitlines), a line
+    that is not UTF-8 and a repeated id: the same rows as locally, each item run once."""
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(b'\xef\xbb\xbf{"id": "a", "question": "Q1"}\n'
+                      + '{"id": "b", "question": "one\u2028two"}\n'.encode()
+                      + b'{"id": "c", "question": "caf\xe9"}\n{"id": "d", "question": "Q4"}\n'
+                      + b'{"id": "a", "question": "again"}\n')
+    common = ["--model", "hosted_vllm/fake", "--api-base", fake_server.api_base, "--no-progress", "--graph", "chain"]
+    on_ray = stagewise("generate", items, "--out", tmp_path / "ray", *common, "--ray", cluster, "--ray-actors", "1")
+    local = stagewise("generate", items, "--out", tmp_path / "local", *common)
+    assert on_ray.returncode == local.returncode == 3, on_ray.stderr  # the line that is not UTF-8
+    r = {row["id"]: row for row in read_jsonl(tmp_path / "ray" / "results.jsonl")}
+    l = {row["id"]: row for row in read_jsonl(tmp_path / "local" / "results.jsonl")}
+    assert sorted(r) == ["a", "b", "d", "line-3"] and r["a"]["question"] == "Q1"
+    assert {k: _comparable(v) for k, v in r.items()} == {k: _comparable(v) for k, v in l.items()}
+    ends = Counter(t["item_id"] for t in read_jsonl(tmp_path / "ray" / "traces.jsonl") if t["event"] == "item.end")
+    assert ends == Counter({i: 1 for i in r})
+
+
 def _stuck_item_calls(out, item_id: str) -> dict[str, str]:
     calls = [t for t in read_jsonl(out / "traces.jsonl") if t["event"] == "llm.call" and t["item_id"] == item_id]
     return {t["stage"]: t["cache"] for t in calls[-4:]}

@@ -2,8 +2,8 @@
 
 The driver owns the run folder, as the local runner does: it reads ITEMS.jsonl once (the total, the
 ids already done, repeats, bad lines, whose rows it writes itself), then streams the rest through
-Ray Data — read the file, keep the ids to run and load their images on this node (prepare.py), and
-`map_batches` into a pool of async engine actors (actor.py) — and appends each row to
+Ray Data — the items still to run, as the driver read them, their images loaded on this node
+(prepare.py), and `map_batches` into a pool of async engine actors (actor.py) — and appends each row to
 DIR/results.jsonl, flushed, as its batch arrives; actors' trace events go to DIR/traces.jsonl; then
 summary.json and the exit status as ever. Ray does the scheduling, retries and restarts: an actor that
 dies is restarted and its batch rerun (its finished calls come from the cache); the driver killed,
@@ -33,18 +33,23 @@ from stagewise.jobs import Job
 DEFAULT_BATCH = 8
 
 
-def _pending(items_path: Path, results: ResultsFile, tracer: Tracer) -> tuple[int, dict[str, int], list[BadLine]]:
-    """(lines, ids to run → their attempt, bad lines to write): the entries the local runner would run."""
-    todo, bad = {}, []
+def _pending(items_path: Path, results: ResultsFile, tracer: Tracer
+             ) -> tuple[int, dict[str, int], list[str], list[BadLine]]:
+    """(lines, ids to run → their attempt, those items as JSON lines, bad lines to write): the entries the
+    local runner would run, read by the local runner's reader (so a BOM, a non-UTF-8 line or a repeated id
+    is what it is locally), each item once."""
+    todo, lines, bad = {}, [], []
     for entry in entries_to_run(items_path, results.done, tracer):
         if isinstance(entry, BadLine):
             bad.append(entry)
         else:
             todo[entry.id] = results.attempt(entry.id)
-    return count_lines(items_path), todo, bad
+            lines.append(orjson.dumps(entry.model_dump(mode="json")).decode())
+    return count_lines(items_path), todo, lines, bad
 
 
-def _dataset(job: Job, todo: dict[str, int], base_dir: Path, cache_path: str | None, limiter: Any):
+def _dataset(job: Job, todo: dict[str, int], lines: list[str], base_dir: Path, cache_path: str | None,
+             limiter: Any):
     import ray
     import ray.data
     from ray.data import ActorPoolStrategy
@@ -58,7 +63,7 @@ def _dataset(job: Job, todo: dict[str, int], base_dir: Path, cache_path: str | N
     per_actor = a.items_in_flight or a.concurrency
     in_flight = max(2, -(-per_actor // batch) + 1)  # enough batches to keep per_actor items busy
     in_process = job.model.startswith(("hf:", "vllm:"))
-    ds = ray.data.read_text(str(a.items.resolve()), drop_empty_lines=True, label_selector=here)
+    ds = ray.data.from_items([{"text": line} for line in lines])
     ds = ds.map_batches(prepare_batch, batch_format="numpy", batch_size=256, label_selector=here,
                         fn_kwargs={"todo": todo, "base_dir": str(base_dir),
                                    "max_image_side": a.max_image_side})
@@ -89,7 +94,7 @@ async def run_on_ray(job: Job, out: Path, cache_path: Path | None) -> dict[str, 
     tracer = Tracer(out / "traces.jsonl")
     base_dir = a.items.resolve().parent
     started, run_usage = time.perf_counter(), Usage()
-    total, todo, bad = await asyncio.to_thread(_pending, a.items, results, tracer)
+    total, todo, lines, bad = await asyncio.to_thread(_pending, a.items, results, tracer)
     progress = RunProgress(total=total, done=len(results.done), enabled=not a.no_progress)
 
     def add(row: dict[str, Any], usage: Usage) -> None:
@@ -105,8 +110,8 @@ async def run_on_ray(job: Job, out: Path, cache_path: Path | None) -> dict[str, 
                                        load_image=_never, attempt=results.attempt(entry.id)))
             if todo:
                 limiter = ray.remote(num_cpus=0)(AccountLimiter).remote(a.rpm, a.tpm)
-                batches = _batches(_dataset(job, todo, base_dir, str(cache_path.resolve()) if cache_path else None,
-                                            limiter))
+                batches = _batches(_dataset(job, todo, lines, base_dir,
+                                            str(cache_path.resolve()) if cache_path else None, limiter))
                 while (batch := await asyncio.to_thread(next, batches, None)) is not None:
                     for row_id, text, traces in zip(batch["id"], batch["row"], batch["traces"]):
                         tracer.write_lines(traces)

@@ -1,4 +1,5 @@
-"""Lines of ITEMS.jsonl to the actors' input: the items still to run, their images loaded.
+"""The items still to run (JSON lines, as the driver read them from ITEMS.jsonl) to the actors' input,
+their images loaded.
 
 Runs as a Ray Data map step pinned to the driver's node (where ITEMS.jsonl and the images named by
 local path are), so the actors, on any node, get each image in the batch as a data URL and never
