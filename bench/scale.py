@@ -43,7 +43,7 @@ def run_job(tmp: Path, name: str, items: int, api_base: str, per_item_concurrenc
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    events = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (out / "traces.jsonl").read_text().split("\n") if line]
     busy = (max(e["ts"] for e in events if e["event"] == "item.end")
             - min(e["ts"] for e in events if e["event"] == "item.start"))
     return {"items": summary["items"], "wall_s": summary["wall_s"], "items_s": summary["items"] / summary["wall_s"],

@@ -11,7 +11,7 @@ from chartbench.bench import read_items
 def rows_by_id(results: Path) -> dict[str, dict]:
     """A results.jsonl's rows by id (an unreadable line is skipped)."""
     out = {}
-    for line in results.read_text(encoding="utf-8").splitlines():
+    for line in results.read_bytes().split(b"\n"):
         try:
             r = json.loads(line)
         except ValueError:

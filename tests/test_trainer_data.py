@@ -113,6 +113,14 @@ def test_a_multiple_choice_run_trains_on_the_options_the_model_saw(tmp_path, fak
     assert example.turns[0][0] == question_text("Which is tallest?", ["red", "green"])
 
 
+def test_a_line_separator_inside_a_row_is_no_line_end_and_bad_bytes_cost_one_row(tmp_path):
+    Image.new("RGB", (20, 20), "red").save(tmp_path / "img.png")
+    good = json.dumps(_row(0, question="one\u2028two", image="img.png"), ensure_ascii=False).encode()
+    (tmp_path / "results.jsonl").write_bytes(good + b"\n" + b'{"id": "r1", "question": "caf\xe9"}\n')
+    examples, counts, _ = data.load(tmp_path)
+    assert [e.turns[0][0] for e in examples] == ["one\u2028two"] and counts.rows == 2 and counts.kept == 1
+
+
 def test_llava_cot_reader(tmp_path):
     Image.new("RGB", (20, 20), "blue").save(tmp_path / "a.png")
     (tmp_path / "sub").mkdir()

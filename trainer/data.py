@@ -162,17 +162,17 @@ def _keep_result(row: dict) -> str | None:
 
 def _json_rows(path: Path):
     """Rows of a .jsonl (one object a line; bad lines counted) or a .json array."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        rows = json.loads(text)
+    data = path.read_bytes()
+    if path.suffix == ".json" and data.lstrip().startswith(b"["):
+        rows = json.loads(data)
         yield from (r if isinstance(r, dict) else None for r in rows)
         return
-    for line in text.splitlines():
+    for line in data.split(b"\n"):  # bytes: a U+2028 inside a JSON string is no line end, as it is to str
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or not UTF-8
             row = None
         yield row if isinstance(row, dict) else None
 
