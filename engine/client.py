@@ -126,7 +126,7 @@ class Client:
             usage.cost_usd += paid
             usage.cost_uncached_usd += c.cost_usd
         self.tracer.event("llm.call", span_id=new_span_id(), parent_id=current_span.get().span_id,
-                          **request.tags, candidate=request.tags.get("candidate", 0) + index,
+                          **{**request.tags, "candidate": request.tags.get("candidate", 0) + index},
                           model=self.model, n=request.n, sample=index, temperature=request.temperature,
                           prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
                           cost_usd=paid, latency_s=round(latency, 4), cache=cache, attempt=attempt,
@@ -136,7 +136,7 @@ class Client:
     def _trace_failure(self, request: Request, sample: int, latency: float, attempt: int,
                        error: CallError, final: bool) -> None:
         self.tracer.event("llm.call", span_id=new_span_id(), parent_id=current_span.get().span_id,
-                          **request.tags, candidate=request.tags.get("candidate", 0) + sample,
+                          **{**request.tags, "candidate": request.tags.get("candidate", 0) + sample},
                           model=self.model, n=request.n, sample=sample, temperature=request.temperature,
                           prompt_tokens=0,
                           completion_tokens=0, cost_usd=0.0, latency_s=round(latency, 4), cache="miss",

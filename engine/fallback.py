@@ -45,8 +45,8 @@ class FallbackClient:
             except CallError as exc:
                 errors.append(exc)
                 if i + 1 < len(self.clients):
-                    self.tracer.event("llm.fallback", **request.tags, model=client.model,
-                                      fallback=self.clients[i + 1].model, error=f"{exc.kind}: {exc}")
+                    self.tracer.event("llm.fallback", **{**request.tags, "model": client.model,
+                                      "fallback": self.clients[i + 1].model, "error": f"{exc.kind}: {exc}"})
                 continue
             counts = _answered_by.get()
             if counts is not None:

@@ -22,15 +22,17 @@ def _price_map() -> dict:
 
 @lru_cache(maxsize=256)
 def prices(model: str) -> tuple[float, float]:
-    """(USD per prompt token, USD per completion token) for a LiteLLM model string; (0, 0) if unknown
-    (local servers, self-hosted models)."""
+    """(USD per prompt token, USD per completion token) for a LiteLLM model string; for a model the price
+    map does not know (local servers, self-hosted models), STAGEWISE_PRICE_PER_MTOK's, else (0, 0)."""
+    table = _price_map()
+    name = model.split("/", 1)[1] if model.startswith(("openai/", "hosted_vllm/")) else model
+    entry = table.get(model) or table.get(name)
+    if entry:
+        return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
     if os.environ.get("STAGEWISE_PRICE_PER_MTOK"):  # "in,out" USD per million tokens, for self-hosted
         inp, out = (float(x) / 1e6 for x in os.environ["STAGEWISE_PRICE_PER_MTOK"].split(","))
         return inp, out
-    table = _price_map()
-    name = model.split("/", 1)[1] if model.startswith(("openai/", "hosted_vllm/")) else model
-    entry = table.get(model) or table.get(name) or {}
-    return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
+    return 0.0, 0.0
 
 
 def cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:

@@ -64,3 +64,11 @@ def test_a_bad_line_never_shares_its_id_with_a_real_item(tmp_path, fake_server):
     # a rerun finds every line done: the made-up ids are the same each time
     again = _generate(items, out, fake_server, "--retry-errors", "none")
     assert again.returncode == 3 and len(read_jsonl(out / "results.jsonl")) == 4
+
+
+def test_the_progress_total_counts_lines_that_hold_something(tmp_path):
+    from engine.runner import count_lines
+
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(b'{"id": "a", "question": "Q"}\n\n   \n{"id": "b", "question": "Q"}')  # no last newline
+    assert count_lines(items) == 2 == len(list(read_items(items)))

@@ -63,3 +63,17 @@ async def test_a_failed_sample_cancels_its_siblings_and_keeps_the_finished_ones(
     assert 101 in seeds and 100 not in seeds, seeds
     await client.aclose()
     cache.close()
+
+
+async def test_a_request_tagged_with_its_candidate_traces_each_sample_as_its_own(fake_server, tmp_path):
+    """`candidate` is a documented request tag: sample i of a request tagged candidate=k is candidate k+i."""
+    import json
+
+    tracer = Tracer(tmp_path / "traces.jsonl")
+    client = Client(make_backend("hosted_vllm/fake", fake_server.api_base), tracer=tracer)
+    request = Request(messages=[{"role": "user", "content": "hi"}], n=2, seed=1, max_tokens=16,
+                      tags={"stage": "s", "candidate": 4})
+    assert len(await client.complete(request)) == 2
+    tracer.close()
+    calls = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().split("\n") if line]
+    assert sorted(c["candidate"] for c in calls if c["event"] == "llm.call") == [4, 5]

@@ -203,3 +203,18 @@ def test_fallback_api_bases_must_match_the_models(tmp_path):
     assert proc.returncode == 2
     assert "3 --fallback-api-base values for 2 fallback models" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_price_for_self_hosted_models_leaves_priced_ones_alone(monkeypatch):
+    from engine import pricing
+
+    pricing.prices.cache_clear()
+    mapped = pricing.prices("openai/gpt-4o-mini")
+    assert mapped[0] > 0  # in the installed price map
+    monkeypatch.setenv("STAGEWISE_PRICE_PER_MTOK", "100,200")
+    pricing.prices.cache_clear()
+    try:
+        assert pricing.prices("openai/gpt-4o-mini") == mapped
+        assert pricing.prices("hosted_vllm/my-own-model") == pytest.approx((100e-6, 200e-6))
+    finally:
+        pricing.prices.cache_clear()

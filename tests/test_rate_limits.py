@@ -83,6 +83,13 @@ def test_retry_after_is_capped_by_max_retry_after(fake_server, tmp_path):
     assert 0.9 <= _gap_between_attempts(log) < 10  # 30 s asked, 1 s allowed
 
 
+def test_a_retry_after_that_is_neither_seconds_nor_a_date_falls_back_to_the_backoff(fake_server, tmp_path):
+    proc = _run(fake_server, tmp_path, _items(tmp_path, 1, "[[429x1]] [[retry-after:1s]] "),
+                "--graph", "chain", "--mode", "full", "--model", "hosted_vllm/gen", "--backoff", "0.01")
+    assert proc.returncode == 0, proc.stderr
+    assert [e["status"] for e in fake_server.get("/log")] == [429, 200]
+
+
 def test_max_retry_after_must_not_be_negative(tmp_path):
     proc = stagewise("generate", _items(tmp_path, 1), "--out", tmp_path / "out", "--model", "hosted_vllm/x",
                      "--api-base", "http://127.0.0.1:9/v1", "--max-retry-after", "-1")

@@ -20,14 +20,19 @@ from engine.types import Capabilities, Completion, Request
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: either a number or an HTTP date."""
+    """Retry-After as seconds: either a number or an HTTP date; None for anything else (a "1s" must not
+    turn a retried 429 into an error of its own)."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (ValueError, TypeError):
+        return None
+    return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
 
 
 def _get(obj: Any, name: str) -> Any:
