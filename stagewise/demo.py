@@ -75,6 +75,8 @@ def check_out(out: Path, items: int, seed: int) -> None:
     """A rerun with the same items resumes (and replays from the cache); other items need a new OUT."""
     from chartbench.bench import items_text, make_items
 
+    if out.exists() and not out.is_dir():
+        raise OutInUse(f"{out} is a file; pass a folder as --out")
     existing = out / "ITEMS.jsonl"
     if existing.is_file() and existing.read_text(encoding="utf-8") != items_text(make_items(items, seed)):
         raise OutInUse(f"{out} holds a demo of other items (another --items or --seed); "
@@ -110,7 +112,10 @@ def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED,
     from engine.loop import run
     from stagewise.jobs import run_compare
 
+    from stagewise.jobs import resolve_graphs
+
     t0 = time.time()
+    resolve_graphs(graphs)  # an unknown or repeated graph is bad usage before anything is written
     check_out(out, items, seed)
     out.mkdir(parents=True, exist_ok=True)
     items_path = write_items(out, items, seed)

@@ -140,16 +140,24 @@ async def run_generate(args: argparse.Namespace) -> dict[str, Any]:
                 cache.close()
 
 
+def resolve_graphs(graphs: str) -> list[GraphSpec]:
+    """--graphs's graphs, each once: UsageError for an unknown one or a name given twice (each graph
+    writes DIR/<name>/)."""
+    specs = [resolve(g.strip()) for g in graphs.split(",") if g.strip()]
+    names = [spec.name for spec in specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UsageError(f"--graphs: graph name {', '.join(repeated)} appears more than once (a .toml graph's "
+                         "`name` counts); each graph writes DIR/<name>/, so give each its own name")
+    return specs
+
+
 async def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     """Each graph in turn on the same items, one shared cache: identical requests are paid once."""
     from search.report import write_report
 
-    jobs = [Job(args, resolve(g)) for g in args.graphs.split(",") if g.strip()]
+    jobs = [Job(args, spec) for spec in resolve_graphs(args.graphs)]
     names = [j.spec.name for j in jobs]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:  # two graphs of one name would write into one DIR/<name>/
-        raise UsageError(f"--graphs: graph name {', '.join(repeated)} appears more than once (a .toml graph's "
-                         "`name` counts); each graph writes DIR/<name>/, so give each its own name")
     with locked_folder(args.out):  # DIR, and so every DIR/<graph>/ in it
         cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
         summaries = {}

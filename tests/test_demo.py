@@ -129,6 +129,17 @@ def test_an_out_folder_of_other_items_is_refused(tmp_path):
     with pytest.raises(demo.OutInUse):
         demo.check_out(tmp_path / "other", 3, 1)
     demo.check_out(tmp_path / "new", 3, 1)
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(demo.OutInUse):
+        demo.check_out(tmp_path / "afile", 3, 1)
+
+
+def test_an_unknown_or_repeated_graph_is_bad_usage_before_anything_is_written(tmp_path):
+    for graphs in ("chain,nope", "chain,chain"):
+        proc = subprocess.run([sys.executable, "-m", "stagewise", "demo", "--items", "2", "--no-progress",
+                               "--out", str(tmp_path / "d"), "--graphs", graphs], capture_output=True, text=True)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not (tmp_path / "d").exists()
 
 
 def test_threads_default_leaves_the_event_loop_a_core_and_sizes_torch_once(tmp_path):
