@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from chartbench.judging import JUDGE_KINDS
 
@@ -92,6 +93,16 @@ def main(argv=None) -> int:
     p.add_argument("--show", type=int, default=0, metavar="K", help="print the first K wrong verdicts of each run")
     args = parser.parse_args(argv)
     t0 = time.time()
+    for name in ("run", "items", "model"):  # what a command reads must be there: one line, not a traceback
+        path = getattr(args, name, None)
+        if path is not None and not Path(path).exists():
+            parser.error(f"{name} {path}: no such file or folder")
+    for name in ("n", "workers"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    for name in ("judges", "checks"):
+        if getattr(args, name, None) is not None and not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name} is a chance, between 0 and 1")
 
     def names(text: str | None, known: tuple[str, ...], what: str) -> tuple[str, ...]:
         """A comma-separated list of `known` names (repeats kept: they weight), or all of them."""

@@ -75,5 +75,14 @@ def from_row(row: dict) -> BenchItem:
 
 
 def read_items(path) -> list[BenchItem]:
-    return [from_row(json.loads(line)) for line in Path(path).read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    """The benchmark items of an ITEMS.jsonl; a line that is not one (bad JSON, not a chart item) is
+    skipped, as the run made it an error row."""
+    items = []
+    for line in Path(path).read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            items.append(from_row(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return items

@@ -29,9 +29,23 @@ def row_kind(row: dict) -> str:
 
 def write_mix(out, sources: list[tuple[Path, int]], drop: frozenset[str] = frozenset()) -> Counter:
     """OUT from `sources` ((jsonl, copies) in order), without rows of the kinds in `drop`; returns the
-    rows written per kind. Raises ValueError naming the file and line of a row that is not JSON."""
+    rows written per kind. Raises ValueError naming the file and line of a row that is not JSON, or an OUT
+    that is also a source; OUT is replaced only once the whole mix is written."""
     out = Path(out)
+    if any(path.resolve() == out.resolve() for path, _ in sources):
+        raise ValueError(f"{out} is also a source: write the mix to another file")
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        counts = _write(tmp, sources, drop)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out)
+    return counts
+
+
+def _write(out: Path, sources: list[tuple[Path, int]], drop: frozenset[str]) -> Counter:
     counts: Counter = Counter()
     with open(out, "w", encoding="utf-8") as f:
         for path, times in sources:

@@ -252,6 +252,29 @@ def test_a_mix_weighs_sources_drops_kinds_and_reads_back_from_anywhere(tmp_path,
     assert got.kept == len(rows) and not got.dropped
     with pytest.raises(SystemExit):  # a missing source is named, not a traceback
         main(["mix", str(tmp_path / "x.jsonl"), "nowhere.jsonl"])
+    # a bad row, or OUT among the sources, leaves OUT as it was
+    mix = tmp_path / "out" / "mix.jsonl"
+    before = mix.read_bytes()
+    (tmp_path / "bad.jsonl").write_text("garbage\n")
+    for sources in (["train.jsonl", str(tmp_path / "bad.jsonl")], [str(mix), "train.jsonl"]):
+        with pytest.raises(SystemExit):
+            main(["mix", str(mix), *sources])
+        assert mix.read_bytes() == before and not mix.with_name("mix.jsonl.tmp").exists()
+
+
+def test_commands_name_a_missing_path_or_a_bad_number_in_one_line(tmp_path):
+    from chartbench.__main__ import main
+
+    items = write_items(tmp_path, 3, seed=2)
+    for argv in (["score", str(tmp_path / "nodir"), str(items)], ["captions", str(tmp_path), "nofile.jsonl"],
+                 ["items", str(tmp_path / "i"), "--n", "-3"], ["trainset", str(tmp_path / "t"), "--judges", "2"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2, argv
+    assert not (tmp_path / "i").exists() and not (tmp_path / "t").exists()
+    with open(items, "a") as f:  # a line the run made an error row is no benchmark item, and no crash
+        f.write("not json\n")
+    assert len(read_items(items)) == 3
 
 
 def test_score_per_type(tmp_path):
