@@ -8,6 +8,7 @@ Faults are asked for by directives in the request's text, so one run can mix the
   [[hang]]    first attempt hangs for --hang-s seconds (past the client's timeout)
   [[drop]]    first attempt: the connection is closed with no reply
   [[badjson]] first attempt: malformed JSON;   [[badjson-always]]: every attempt
+  [[nullchoices]] first attempt: valid JSON whose "choices" is null
   [[always500]]  never succeeds
   [[notags]]  the reply misses its closing tags
   [[slow:STAGE]] first request whose stop is </STAGE> waits until released (GET /release)
@@ -166,6 +167,8 @@ class FakeServer:
         if ("badjson" in directives and attempt == 1) or "badjson-always" in directives:
             self.stats["fault_badjson"] += 1
             return web.Response(text='{"choices": [{"message": ', content_type="application/json")
+        if "nullchoices" in directives and attempt == 1:
+            return web.json_response({"id": "chatcmpl-fake", "choices": None, "usage": None})
         if "slow" in directives and attempt == 1 and f"</{directives['slow'][1].upper()}>" in stop:
             self.stats["slow_waiting"] += 1
             await self.release.wait()

@@ -7,7 +7,7 @@ from conftest import read_jsonl, stagewise, write_items
 
 FAULTS = {
     "rate": "[[429x2]]", "s500": "[[500x1]]", "s503": "[[503x2]]", "hang": "[[hang]]",
-    "drop": "[[drop]]", "badjson": "[[badjson]]", "notags": "[[notags]]",
+    "drop": "[[drop]]", "badjson": "[[badjson]]", "nullchoices": "[[nullchoices]]", "notags": "[[notags]]",
     "dead": "[[always500]]", "garbled": "[[badjson-always]]",
 }
 
@@ -28,7 +28,8 @@ def test_every_item_ends_exactly_once_under_faults(tmp_path, fake_server_factory
     ids = Counter(r["id"] for r in results)
     assert ids == Counter({r["id"]: 1 for r in rows}), "each id exactly once"
     by_id = {r["id"]: r for r in results}
-    for name in ("rate", "s500", "s503", "hang", "drop", "badjson", "notags", *(f"plain{i}" for i in range(6))):
+    for name in ("rate", "s500", "s503", "hang", "drop", "badjson", "nullchoices", "notags",
+                 *(f"plain{i}" for i in range(6))):
         assert by_id[name]["status"] == "ok", by_id[name]["error"]
         assert by_id[name]["stages"]["conclusion"].endswith("The answer is A.")
     assert by_id["dead"]["status"] == "error" and by_id["dead"]["error_cause"] == "server"
@@ -38,7 +39,7 @@ def test_every_item_ends_exactly_once_under_faults(tmp_path, fake_server_factory
     traces = read_jsonl(out / "traces.jsonl")
     calls = [t for t in traces if t["event"] == "llm.call"]
     retried = {t["item_id"] for t in calls if t["status"] == "retry"}
-    assert retried >= {"rate", "s500", "s503", "hang", "drop", "badjson", "dead", "garbled"}
+    assert retried >= {"rate", "s500", "s503", "hang", "drop", "badjson", "nullchoices", "dead", "garbled"}
     assert not retried & {f"plain{i}" for i in range(6)}
     kinds = {t["item_id"]: t["error"].split(":")[0] for t in calls if t["status"] == "retry"}
     assert kinds["rate"] == "rate_limit" and kinds["hang"] == "timeout" and kinds["drop"] == "connection"
@@ -49,7 +50,7 @@ def test_every_item_ends_exactly_once_under_faults(tmp_path, fake_server_factory
     ok_calls = Counter(t["item_id"] for t in calls if t["status"] == "ok")
     assert all(ok_calls[r["id"]] == 4 for r in results if r["status"] == "ok")
     summary = (out / "summary.json").read_text()
-    assert '"ok": 13' in summary and '"error": 2' in summary
+    assert '"ok": 14' in summary and '"error": 2' in summary
     assert "2 error" in proc.stdout
 
 

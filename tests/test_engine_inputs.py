@@ -101,6 +101,16 @@ def test_out_of_range_numbers_are_bad_usage(tmp_path, capsys, option):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("price", ["1", "a,b", "1,2,3"])
+def test_a_malformed_price_is_bad_usage(tmp_path, capsys, monkeypatch, price):
+    monkeypatch.setenv("STAGEWISE_PRICE_PER_MTOK", price)
+    items = write_items(tmp_path / "items.jsonl", [{"id": "a", "question": "q"}])
+    status = main(["generate", str(items), "--out", str(tmp_path / "run"), "--model", "hosted_vllm/fake",
+                   "--api-base", "http://127.0.0.1:9/v1", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "STAGEWISE_PRICE_PER_MTOK" in err[0] and not (tmp_path / "run").exists()
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height: Pillow refuses it by its size before decoding a pixel."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -130,7 +130,10 @@ class OpenAICompatBackend:
             choices = data["choices"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise BadOutput(f"malformed reply: {_snippet(raw)}") from None
-        return split_usage(choices, data.get("usage") or {}, self.model)
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise BadOutput(f"malformed reply (choices): {_snippet(raw)}")  # retried, as any unreadable reply
+        usage = data.get("usage")
+        return split_usage(choices, usage if isinstance(usage, dict) else {}, self.model)
 
     async def aclose(self) -> None:
         if self._session is not None:
