@@ -94,19 +94,22 @@ def test_every_graph_gives_the_local_rows(cluster, tmp_path, fake_server):
 
 def test_the_cluster_reads_items_as_the_local_runner_does(cluster, tmp_path, fake_server):
     """A byte-order mark, a U+2028 inside a question (valid JSON, a line break to str.splitlines), a line
-    that is not UTF-8 and a repeated id: the same rows as locally, each item run once."""
+    that is not UTF-8, a repeated id and an image URL nothing answers: the same rows as locally, each
+    item run once."""
     items = tmp_path / "items.jsonl"
     items.write_bytes(b'\xef\xbb\xbf{"id": "a", "question": "Q1"}\n'
                       + '{"id": "b", "question": "one\u2028two"}\n'.encode()
                       + b'{"id": "c", "question": "caf\xe9"}\n{"id": "d", "question": "Q4"}\n'
-                      + b'{"id": "a", "question": "again"}\n')
+                      + b'{"id": "a", "question": "again"}\n'
+                      + b'{"id": "down", "question": "Q", "image": "http://127.0.0.1:9/chart.png"}\n')
     common = ["--model", "hosted_vllm/fake", "--api-base", fake_server.api_base, "--no-progress", "--graph", "chain"]
     on_ray = stagewise("generate", items, "--out", tmp_path / "ray", *common, "--ray", cluster, "--ray-actors", "1")
     local = stagewise("generate", items, "--out", tmp_path / "local", *common)
     assert on_ray.returncode == local.returncode == 3, on_ray.stderr  # the line that is not UTF-8
     r = {row["id"]: row for row in read_jsonl(tmp_path / "ray" / "results.jsonl")}
     l = {row["id"]: row for row in read_jsonl(tmp_path / "local" / "results.jsonl")}
-    assert sorted(r) == ["a", "b", "d", "line-3"] and r["a"]["question"] == "Q1"
+    assert sorted(r) == ["a", "b", "d", "down", "line-3"] and r["a"]["question"] == "Q1"
+    assert r["down"]["error_cause"] == "connection"  # the network's: a rerun retries it, on Ray too
     assert {k: _comparable(v) for k, v in r.items()} == {k: _comparable(v) for k, v in l.items()}
     ends = Counter(t["item_id"] for t in read_jsonl(tmp_path / "ray" / "traces.jsonl") if t["event"] == "item.end")
     assert ends == Counter({i: 1 for i in r})

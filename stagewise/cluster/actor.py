@@ -66,19 +66,20 @@ class EngineActor:
             self._ready = asyncio.ensure_future(self._build())
         await asyncio.shield(self._ready)
         entries = list(zip(batch["line"].tolist(), batch["image_url"].tolist(), batch["image_error"].tolist(),
-                           batch["attempt"].tolist()))
+                           batch["image_error_cause"].tolist(), batch["attempt"].tolist()))
         rows = await asyncio.gather(*(self._one(*e) for e in entries))
         while self._cache is not None and self._cache.unwritten:  # its calls on disk before its rows leave
             await asyncio.sleep(0.005)
         yield {"id": [r["id"] for r in rows], "row": [orjson.dumps(r).decode() for r in rows],
                "traces": [self._traces_of([r["id"] for r in rows])] + [""] * (len(rows) - 1)}
 
-    async def _one(self, line: str, image_url: str, image_error: str, attempt: int) -> dict[str, Any]:
+    async def _one(self, line: str, image_url: str, image_error: str, image_error_cause: str,
+                   attempt: int) -> dict[str, Any]:
         item = Item.model_validate_json(line)
 
         async def preloaded(_: Item) -> str:  # loaded on the driver's node (stagewise/cluster/prepare.py)
             if image_error:
-                raise ImageError(image_error)
+                raise ImageError(image_error, image_error_cause)
             return image_url
 
         async with self._slots:
