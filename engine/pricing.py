@@ -29,10 +29,21 @@ def prices(model: str) -> tuple[float, float]:
     entry = table.get(model) or table.get(name)
     if entry:
         return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
-    if os.environ.get("STAGEWISE_PRICE_PER_MTOK"):  # "in,out" USD per million tokens, for self-hosted
-        inp, out = (float(x) / 1e6 for x in os.environ["STAGEWISE_PRICE_PER_MTOK"].split(","))
-        return inp, out
-    return 0.0, 0.0
+    return env_price() or (0.0, 0.0)
+
+
+def env_price() -> tuple[float, float] | None:
+    """STAGEWISE_PRICE_PER_MTOK ("in,out" USD per million tokens, for self-hosted models) per token, or
+    None when unset; ValueError when it is not two numbers (the CLI checks it before any call)."""
+    value = os.environ.get("STAGEWISE_PRICE_PER_MTOK")
+    if not value:
+        return None
+    try:
+        inp, out = (float(x) / 1e6 for x in value.split(","))
+    except ValueError:
+        raise ValueError(f"STAGEWISE_PRICE_PER_MTOK={value!r}: expected IN,OUT (USD per million prompt and "
+                         "completion tokens), e.g. 0.15,0.6") from None
+    return inp, out
 
 
 def cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:

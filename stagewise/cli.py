@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import UsageError
+from engine.pricing import env_price
 from engine.loop import run
 from stagewise.outcome import exit_status, summary_line
 
@@ -236,13 +237,10 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-retries must be 0 or more, not {args.max_retries}")
     if not args.timeout > 0:  # `not >` also refuses nan
         raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
-    price = os.environ.get("STAGEWISE_PRICE_PER_MTOK")
-    if price:  # read at each call's cost: a bad one would fail every call after it was paid for
-        try:
-            _, _ = (float(x) for x in price.split(","))  # two numbers, no more, no fewer
-        except ValueError:
-            raise UsageError(f"STAGEWISE_PRICE_PER_MTOK={price!r}: expected IN,OUT (USD per million prompt and "
-                             "completion tokens), e.g. 0.15,0.6") from None
+    try:  # read at each call's cost: a bad one would fail every call after it was paid for
+        env_price()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     for name in ("backoff", "max_retry_after"):
         if not getattr(args, name) >= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 or more seconds, not {getattr(args, name):g}")
