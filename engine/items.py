@@ -65,20 +65,23 @@ def _ids_like_line_ids(path: Path) -> set[str]:
     return taken
 
 
-def _line_id(lineno: int, taken: set[str]) -> str:
-    """`line-N` for a line with no usable id, suffixed (`line-N#2`, ...) if a real id already is that:
-    every bad line gets its own row, and a real item is never skipped as its duplicate."""
-    ident, k = f"line-{lineno}", 1
-    while ident in taken:
-        k += 1
-        ident = f"line-{lineno}#{k}"
-    return ident
-
-
 def read_items(path: Path) -> Iterator[Item | BadLine]:
     """Yield items in file order; a bad line yields a BadLine with an id we can report and resume on.
     Lines are decoded one by one, so undecodable bytes spoil only their own line."""
-    taken = _ids_like_line_ids(path)
+    taken: set[str] | None = None  # the file's own line-N ids, read at the first bad line only
+
+    def line_id(lineno: int) -> str:
+        """`line-N` for a line with no usable id, suffixed (`line-N#2`, ...) if a real id already is that:
+        every bad line gets its own row, and a real item is never skipped as its duplicate."""
+        nonlocal taken
+        if taken is None:
+            taken = _ids_like_line_ids(path)
+        ident, k = f"line-{lineno}", 1
+        while ident in taken:
+            k += 1
+            ident = f"line-{lineno}#{k}"
+        return ident
+
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if lineno == 1:
@@ -88,20 +91,20 @@ def read_items(path: Path) -> Iterator[Item | BadLine]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield BadLine(_line_id(lineno, taken), f"line {lineno} is not valid UTF-8: {exc}",
+                yield BadLine(line_id(lineno), f"line {lineno} is not valid UTF-8: {exc}",
                               raw[:200].decode("utf-8", "replace"))
                 continue
             try:
                 data = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                yield BadLine(_line_id(lineno, taken), f"line {lineno} is not valid JSON: {exc}", line[:200])
+                yield BadLine(line_id(lineno), f"line {lineno} is not valid JSON: {exc}", line[:200])
                 continue
             if not isinstance(data, dict):
-                yield BadLine(_line_id(lineno, taken), f"line {lineno} is not a JSON object", line[:200])
+                yield BadLine(line_id(lineno), f"line {lineno} is not a JSON object", line[:200])
                 continue
             try:
                 yield Item.model_validate(data)
             except ValidationError as exc:
                 fields = ", ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                ident = _given_id(data) or _line_id(lineno, taken)
+                ident = _given_id(data) or line_id(lineno)
                 yield BadLine(ident, f"line {lineno} (id {ident}) is not a valid item: {fields}", line[:200])
