@@ -68,7 +68,7 @@ class ResultsFile:
         counted = set()
         if path.exists():
             repair_tail(path)
-            retried, counted = self._load(retry_errors, retried)
+            counted = self._load(retry_errors, retried)
         for line in retried:
             if line in counted:
                 continue
@@ -82,9 +82,9 @@ class ResultsFile:
         self._file = open(path, "a", encoding="utf-8", buffering=1 << 20)
         self._flush_scheduled = False
 
-    def _load(self, policy: str, retried: list[bytes]) -> tuple[list[bytes], set[bytes]]:
-        """Count the rows kept and move out the ones to retry; returns retried.jsonl's lines after the
-        move, and the kept lines that retried.jsonl also holds (counted here already)."""
+    def _load(self, policy: str, retried: list[bytes]) -> set[bytes]:
+        """Count the rows kept and move out the ones to retry, appending them to `retried` (retried.jsonl's
+        lines); returns the kept lines that retried.jsonl also holds (counted here already)."""
         in_retried = set(retried)
         keep: list[bytes] = []
         moved: list[bytes] = []
@@ -116,7 +116,7 @@ class ResultsFile:
             append_durably(self.retried_path, moved)
         if rewrite:
             replace_atomically(self.path, keep)
-        return retried, kept_in_both
+        return kept_in_both
 
     def _count(self, row: dict[str, Any]) -> None:
         self.done.add(row["id"])
