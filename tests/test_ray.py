@@ -8,10 +8,12 @@ vLLM's `os._exit` on a dead engine end them), the driver killed with kill -9.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
 import signal
+import sqlite3
 from collections import Counter
 
 import pytest
@@ -115,6 +117,17 @@ def test_the_cluster_reads_items_as_the_local_runner_does(cluster, tmp_path, fak
     assert ends == Counter({i: 1 for i in r})
 
 
+def _cached_rows(out) -> int:
+    """Rows on disk in the run's cache (each is one answered call: every request here asks one sample)."""
+    if not (out / "cache.sqlite").exists():
+        return -1
+    with contextlib.closing(sqlite3.connect(out / "cache.sqlite", timeout=5)) as db:
+        try:
+            return db.execute("SELECT count(*) FROM completions").fetchone()[0]
+        except sqlite3.OperationalError:  # the table is not created yet
+            return -1
+
+
 def _stuck_item_calls(out, item_id: str) -> dict[str, str]:
     calls = [t for t in read_jsonl(out / "traces.jsonl") if t["event"] == "llm.call" and t["item_id"] == item_id]
     return {t["stage"]: t["cache"] for t in calls[-4:]}
@@ -132,6 +145,9 @@ def test_actors_killed_mid_batch_rerun_it(cluster, tmp_path, fake_server_factory
             "--no-progress", "--max-retries", "0", "--ray", cluster, "--ray-actors", "2", "--ray-batch-size", "2"]
     proc = start_stagewise(*args)
     wait_for(lambda: server.get("/stats").get("slow_waiting") == 1, "the stalled reasoning call", 120)
+    # The cache writes in the background (milliseconds behind, docs/runs.md): kill once every answered
+    # call is on disk, so the stalled item's finished stages are there to be replayed.
+    wait_for(lambda: _cached_rows(out) == server.get("/stats").get("ok", 0), "the cache to catch up", 120)
     pids = _actor_pids()
     assert len(pids) == 2
     for pid in pids:
