@@ -168,7 +168,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                      help="run on Ray: a local cluster for this command (no ADDRESS), the one `ray start` runs "
                           "here (auto), or ray://HOST:10001. Same outputs as without it; --concurrency and "
                           "--items-in-flight then hold per actor, --rpm/--tpm for the whole cluster; several "
-                          "comma-separated --api-base URLs are spread across the actors (default: off)")
+                          "comma-separated --api-base (or --judge-api-base) URLs are spread across the actors (default: off)")
     ray.add_argument("--ray-actors", type=int, default=2, help="engine actors, each with its own clients and model")
     ray.add_argument("--ray-batch-size", type=int, default=8, help="items per batch sent to an actor")
     ray.add_argument("--ray-gpus-per-actor", type=float, default=0.0,
@@ -223,6 +223,10 @@ def _check_common(args: argparse.Namespace) -> None:
                          "or drop --faithful")
     if not args.model:
         raise UsageError("no model: pass --model (e.g. hosted_vllm/NAME --api-base URL) or set STAGEWISE_MODEL")
+    for name in ("api_base", "judge_api_base"):
+        if getattr(args, "ray", None) is None and "," in (getattr(args, name) or ""):
+            raise UsageError(f"--{name.replace('_', '-')}: several comma-separated URLs are spread across "
+                             "actors only with --ray; give one URL")
     if not args.items.is_file() or not os.access(args.items, os.R_OK):
         raise UsageError(f"cannot read input file {args.items}")
     for name in ("n", "concurrency", "max_tokens", "max_sentences", "max_image_side"):

@@ -41,9 +41,10 @@ class Job:
         judge_model = spec.models.get("judge") or args.judge_model
         self.generator_backend = make_backend(self.model, args.api_base, args.client)
         judge_api_base = args.judge_api_base or args.api_base
-        self.judge_backend = (make_backend(judge_model, judge_api_base, args.client)
-                              if judge_model and judge_model != self.model else None)
         self.judge_model = judge_model or self.model
+        # the judge has its own backend when it is another model or the same model on another server
+        self.judge_backend = (make_backend(self.judge_model, judge_api_base, args.client)
+                              if (self.judge_model, judge_api_base) != (self.model, args.api_base) else None)
         # one Limits per provider account: a judge on the generator's account shares its caps
         self.accounts = (account_key(self.model, args.api_base), account_key(self.judge_model, judge_api_base))
         fallbacks = fallback_models(args)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, stagewise, write_items
+from conftest import ROOT, read_jsonl, stagewise, write_items
 
 SUBCOMMANDS = ("generate", "compare", "train", "tiny-model", "export", "serve", "demo")
 
@@ -142,3 +142,32 @@ def test_compare_refuses_two_graphs_of_one_name(tmp_path, graphs):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "graph name chain appears more than once" in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["--api-base", "--judge-api-base"])
+def test_several_api_bases_without_ray_are_a_usage_error(tmp_path, option):
+    """Comma-separated URLs are spread across Ray actors; one process would send to a URL with a comma."""
+    items = write_items(tmp_path / "items.jsonl", [{"id": "a", "question": "q"}])
+    out = tmp_path / "run"
+    bases = ["--api-base", "http://127.0.0.1:9/v1"] if option == "--judge-api-base" else []
+    proc = stagewise("generate", items, "--out", out, "--model", "hosted_vllm/fake", *bases,
+                     option, "http://127.0.0.1:9/v1,http://127.0.0.1:10/v1", "--no-progress")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and f"{option}: several comma-separated" in lines[0], lines
+    assert not out.exists()
+
+
+def test_judge_api_base_takes_the_judge_calls_of_the_same_model(tmp_path, fake_server_factory):
+    """--judge-api-base without --judge-model: the same model on another server judges (it was ignored)."""
+    gen, judge = fake_server_factory(), fake_server_factory()
+    items = write_items(tmp_path / "items.jsonl", [{"id": f"q{i}", "question": f"Which? ({i})", "choices": ["A", "B"]}
+                                                   for i in range(3)])
+    out = tmp_path / "run"
+    proc = stagewise("generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", gen.api_base,
+                     "--judge-api-base", judge.api_base, "--graph", "stage_beam", "--n", "2", "--no-cache",
+                     "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    calls = [t for t in read_jsonl(out / "traces.jsonl") if t["event"] == "llm.call"]
+    judged = sum(t["role"] in ("judge", "check") for t in calls)
+    assert judged and judge.get("/stats")["requests"] == judged
+    assert gen.get("/stats")["requests"] == len({t["parent_id"] for t in calls if t["role"] == "generate"})

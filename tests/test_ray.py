@@ -216,6 +216,25 @@ def test_rpm_holds_for_all_actors_together(cluster, tmp_path, fake_server_factor
         assert j - i <= rpm / 60 * (times[j] - times[i]) + 1, (i, j, times[j] - times[i])
 
 
+def test_several_api_bases_are_spread_across_the_actors(cluster, tmp_path, fake_server_factory):
+    """Two actors (two batches in flight each, so both get work), two generator servers and two judge
+    servers: each actor takes its own of each, and every judge call reaches a judge server."""
+    gen = [fake_server_factory(latency_ms=30) for _ in range(2)]
+    judge = [fake_server_factory(latency_ms=30) for _ in range(2)]
+    out = tmp_path / "out"
+    proc = stagewise("generate", _items(tmp_path, 8), "--out", out, "--model", "hosted_vllm/fake",
+                     "--api-base", ",".join(s.api_base for s in gen),
+                     "--judge-api-base", ",".join(s.api_base for s in judge),
+                     "--graph", "stage_beam", "--n", "2", "--no-progress", "--no-cache", "--items-in-flight", "1",
+                     "--ray", cluster, "--ray-actors", "2", "--ray-batch-size", "1")  # 2 batches an actor
+    assert proc.returncode == 0, proc.stderr
+    sent = [s.get("/stats").get("requests", 0) for s in gen + judge]
+    assert all(sent), f"every server got requests: {sent}"
+    judged = sum(t["event"] == "llm.call" and t["role"] in ("judge", "check")
+                 for t in read_jsonl(out / "traces.jsonl"))
+    assert sum(sent[2:]) == judged
+
+
 def test_in_process_hf_model_in_two_actors(cluster, tmp_path):
     """Each actor loads its own copy of the shipped tiny model (hf:) and answers its batches."""
     items = write_items(tmp_path / "items.jsonl", [{"id": f"q{i}", "question": f"What is {i} + 1?"}

@@ -32,7 +32,8 @@ from stagewise.jobs import Job
 
 
 def api_base_for(api_base: str | None, index: int) -> str | None:
-    """Several comma-separated --api-base URLs (one server per GPU): actor i uses the i-th, round robin."""
+    """Several comma-separated --api-base (or --judge-api-base) URLs, one server per GPU: actor i uses
+    the i-th, round robin."""
     bases = [b.strip() for b in (api_base or "").split(",") if b.strip()]
     return bases[index % len(bases)] if bases else None
 
@@ -48,6 +49,7 @@ class EngineActor:
         args = copy.copy(self._args)
         index = await self._limiter.join.remote(os.getpid())
         args.api_base = api_base_for(args.api_base, index)
+        args.judge_api_base = api_base_for(args.judge_api_base, index)
         job = Job(args, self._spec)
         self._meta = job.meta
         self._spool = Path(tempfile.mkdtemp(prefix="stagewise-actor-")) / "traces.jsonl"
