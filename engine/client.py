@@ -2,7 +2,7 @@
 
 Graphs call `Client.complete(request)` and get `request.n` completions back. What they get is the same
 whether it came from the cache, from one request with `n`, or from n single requests fanned out for a
-backend that cannot sample n at once.
+backend that cannot sample n at once; samples the cache holds are never asked again.
 """
 from __future__ import annotations
 
@@ -41,40 +41,41 @@ class Client:
     async def complete(self, request: Request) -> list[Completion]:
         key = request_key(self.model, request) if self.cache else ""
         cached = self.cache.get(key, request.n) if self.cache else [None] * request.n
-        if all(c is not None for c in cached):
-            for i, c in enumerate(cached):
-                self._record(request, c, i, latency=0.0, attempt=0, status="ok", cache="hit")
+        missing = [i for i, c in enumerate(cached) if c is None]
+        for i in set(range(request.n)) - set(missing):
+            self._record(request, cached[i], i, latency=0.0, attempt=0, status="ok", cache="hit")
+        if not missing:
             return cached  # type: ignore[return-value]
 
-        if request.n == 1 or self.capabilities.n_per_request:
+        if len(missing) == request.n and (request.n == 1 or self.capabilities.n_per_request):
             fresh = dict(enumerate(await self._call(request)))
         else:
-            missing = [i for i, c in enumerate(cached) if c is None]
-            for i in set(range(request.n)) - set(missing):
-                self._record(request, cached[i], i, latency=0.0, attempt=0, status="ok", cache="hit")
-            fresh = await self._fan_out(key, request, missing)
+            fresh = await self._ask_for(key, request, _runs(missing, self.capabilities.n_per_request))
         if self.cache:
             self.cache.put(key, {i: c for i, c in fresh.items() if cached[i] is None})
         return [c if c is not None else fresh[i] for i, c in enumerate(cached)]
 
-    async def _fan_out(self, key: str, request: Request, samples: list[int]) -> dict[int, Completion]:
-        """One request per sample not cached, seeds offset the way vLLM offsets them. The first failure
-        cancels the siblings still running (they would be billed and thrown away); those that finished
-        go to the cache, so a rerun pays only for the rest."""
-        tasks = {i: asyncio.ensure_future(self._call(dataclasses.replace(
-                     request, n=1, seed=None if request.seed is None else request.seed + i), sample=i))
-                 for i in samples}
+    async def _ask_for(self, key: str, request: Request, runs: list[range]) -> dict[int, Completion]:
+        """Only the samples not cached: one request per run of them, its seed offset by the run's first
+        sample the way vLLM and the hf backend seed sample i of n (seed + i), so a sample is the same
+        whichever request asked for it. The first failure cancels the siblings still running (they would
+        be billed and thrown away); those that finished go to the cache, so a rerun pays only for the rest."""
+        tasks = {run: asyncio.ensure_future(self._call(dataclasses.replace(
+                     request, n=len(run), seed=None if request.seed is None else request.seed + run.start),
+                     sample=run.start))
+                 for run in runs}
         try:
             await asyncio.gather(*tasks.values())
         except BaseException:
             for task in tasks.values():
                 task.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
-            finished = {i: t.result()[0] for i, t in tasks.items() if not t.cancelled() and t.exception() is None}
+            finished = {run.start + j: c for run, t in tasks.items() if not t.cancelled() and t.exception() is None
+                        for j, c in enumerate(t.result())}
             if self.cache and finished:
                 self.cache.put(key, finished)
             raise
-        return {i: t.result()[0] for i, t in tasks.items()}
+        return {run.start + j: c for run, t in tasks.items() for j, c in enumerate(t.result())}
 
     async def _call(self, request: Request, sample: int = 0) -> list[Completion]:
         """One logical call with its retries; each attempt is one trace event."""
@@ -149,6 +150,18 @@ class Client:
 
     async def aclose(self) -> None:
         await self.backend.aclose()  # the cache may be shared between clients: its owner closes it
+
+
+def _runs(samples: list[int], n_per_request: bool) -> list[range]:
+    """Sorted sample indices as requests: each alone for a backend without `n`, else each run of
+    consecutive indices together."""
+    runs: list[range] = []
+    for i in samples:
+        if n_per_request and runs and runs[-1].stop == i:
+            runs[-1] = range(runs[-1].start, i + 1)
+        else:
+            runs.append(range(i, i + 1))
+    return runs
 
 
 def _prompt_chars(request: Request) -> int:

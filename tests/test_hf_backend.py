@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import math
 import threading
 
@@ -125,6 +126,31 @@ async def test_seeded_sampling_is_per_row_and_repeatable(tiny_models, chart, arc
     finally:
         await backend.aclose()
     assert other[0].text == batched[4][1].text, "sample i of seed s is sample 0 of seed s + i"
+
+
+async def test_more_samples_later_asks_only_the_new_ones_and_matches_a_fresh_request(tiny_models, chart, tmp_path):
+    """--n 2 then --n 4 on one cache: the second request asks the model for samples 2 and 3 only (seed
+    s + 2, n 2), and the four equal a fresh n = 4 request's."""
+    from engine.cache import Cache
+    from engine.client import Client
+    from engine.trace import Tracer
+
+    ask = Request([user("Count the bars.", data_url(chart))], max_tokens=6, temperature=0.9, seed=21)
+    backend = make_backend(f"hf:{tiny_models['llava']}")
+    cache = Cache(tmp_path / "cache.sqlite")
+    client = Client(backend, tracer=Tracer(None), cache=cache)
+    try:
+        two = await client.complete(dataclasses.replace(ask, n=2))
+        four = await client.complete(dataclasses.replace(ask, n=4))
+        asked = list(backend.batches)
+        fresh = await Client(backend, tracer=Tracer(None)).complete(dataclasses.replace(ask, n=4))
+    finally:
+        await client.aclose()
+        cache.close()
+    assert asked == [2, 2], "rows generated: the first request's two, then only the two new samples"
+    assert [c.cached for c in four] == [True, True, False, False]
+    assert texts([four]) == texts([fresh]) and texts([four[:2]]) == texts([two])
+    assert len(set(texts([four])[0])) > 1
 
 
 async def test_stop_string_ends_the_row_and_is_not_returned(tiny_models):
