@@ -242,6 +242,24 @@ def test_bad_images_are_skipped_and_counted_and_vision_can_be_frozen(bases, tmp_
     assert not all(torch.equal(before[k], after[k]) for k in after if "language_model" in k)
 
 
+def test_a_step_whose_images_all_fail_records_null_not_nan(bases, tmp_path):
+    """One example a step and one image that fails to decode: that step has no loss. run.json says null
+    there (NaN is not JSON), and the last loss is the last step that had one."""
+    run = tmp_path / "run"
+    synth.write_run(run, n=2)
+    truncated_jpeg(run / "img" / "late.jpg")
+    rows = (run / "results.jsonl").read_text().splitlines()
+    bad = json.loads(rows[0]) | {"id": "bad", "image": "img/late.jpg"}
+    (run / "results.jsonl").write_text("\n".join([*rows, json.dumps(bad)]) + "\n")
+
+    r = train(cfg(run, bases["llava"], tmp_path / "out", epochs=1, batch_size=1)).run
+    assert r["steps"] == 3 and r["skipped_images"] == 1
+    strict = json.loads((tmp_path / "out" / "run.json").read_text(),
+                        parse_constant=lambda c: pytest.fail(f"run.json holds {c}"))
+    assert strict["losses"] == r["losses"] and r["losses"].count(None) == 1
+    assert r["final_loss"] == [x for x in r["losses"] if x is not None][-1]
+
+
 def test_cli_tiny_model_export_and_train_on_llava_cot(run_dir, tmp_path, capsys):
     assert run_cli(["tiny-model", str(tmp_path / "m"), "--arch", "llava"]) == 0
     out_file = tmp_path / "cot" / "train.jsonl"

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     if not r:
         return 0
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    losses = r["losses"]
+    losses = [x for x in r["losses"] if x is not None]  # None: a step in which no image decoded
     every = max(1, len(losses) // 10)
     print(f"device {device} | {args.arch} hidden {args.hidden}: {r['params'] / 1e6:.2f} M params, "
           f"precision {r['precision']}, batch {r['global_batch']}")

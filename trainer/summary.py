@@ -9,7 +9,7 @@ import sys
 
 
 def describe(run: dict) -> str:
-    losses = run["losses"]
+    losses = [x for x in run["losses"] if x is not None]  # None: a step in which no image decoded
     tail = losses[-100:]
     return (f"steps {run['steps']} ({run['stopped_by']}), examples {run['examples_seen']}, "
             f"epochs {run['epochs_done']:.2f}, loss first {losses[0]:.4f} last {losses[-1]:.4f} "

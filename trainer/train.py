@@ -233,12 +233,16 @@ def train(cfg: TrainConfig) -> Result:
                     continue
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                local = sum(window) / len(window) if window else float("nan")
-                step_loss = acc.reduce(torch.tensor(local, device=acc.device), "mean").item()
+                # the mean over every rank's scored micro-batches; None (JSON null, not NaN) for a step
+                # in which no image decoded, so run.json stays strict JSON
+                total, count = acc.reduce(torch.tensor([sum(window), len(window)], device=acc.device),
+                                          "sum").tolist()
+                step_loss = round(total / count, 6) if count else None
                 window = []
                 state["step"] += 1
-                state["losses"].append(round(step_loss, 6))
-                bar.update(task, completed=state["step"], info=f"loss {step_loss:.4f}  lr {lr:.2e}")
+                state["losses"].append(step_loss)
+                shown = "none (no image decoded)" if step_loss is None else f"{step_loss:.4f}"
+                bar.update(task, completed=state["step"], info=f"loss {shown}  lr {lr:.2e}")
                 if cfg.save_every and state["step"] % cfg.save_every == 0:
                     save_checkpoint()
                 if cfg.max_minutes and out_of_time():
@@ -272,7 +276,8 @@ def train(cfg: TrainConfig) -> Result:
             "epochs_done": state["epoch"] + state["micro"] / micro_per_epoch,
             "examples_seen": state["examples_seen"], "tokens": state["tokens"],
             "supervised_tokens": state["supervised_tokens"], "skipped_images": state["skipped_images"],
-            "final_loss": state["losses"][-1] if state["losses"] else None, "losses": state["losses"],
+            "final_loss": next((x for x in reversed(state["losses"]) if x is not None), None),
+            "losses": state["losses"],
             "resumed_from": cfg.resume, "train_s": round(train_s, 3), "wall_s": round(time.time() - t0, 3),
         }
         (out / "run.json").write_text(json.dumps(run, indent=2))
