@@ -81,7 +81,11 @@ def test_compare_writes_the_three_reports(tmp_path, fake_server):
     report = json.loads((out / "report.json").read_text())
     stats = {g["graph"]: g for g in report["graphs"]}
     assert set(stats) == {"chain", "best_of_n", "stage_beam"}
-    assert stats["chain"]["calls_per_item"] == 1 and stats["best_of_n"]["calls_per_item"] == 3
+    assert stats["chain"]["calls_per_item"] == 1 and stats["chain"]["cache_hits_per_item"] == 0
+    # chain's request is best_of_n's sample 0 (same messages and seed): the shared cache answers it and
+    # only sample 1 is asked, alone with seed + 1, which the scripted server answers as it answered chain
+    # (a lone sample has quality 0), so the two candidates are one text and cost no judge call
+    assert stats["best_of_n"]["calls_per_item"] == 2 and stats["best_of_n"]["cache_hits_per_item"] == 1
     assert stats["stage_beam"]["calls_per_item"] == 4 * 2 + 4 * 1 + 2
     assert all(s["accuracy"] == 1.0 and s["items"] == 4 and s["cost_per_item_usd"] > 0 for s in stats.values())
     assert stats["chain"]["judge_fallback_rate"] is None and stats["stage_beam"]["judge_fallback_rate"] == 0
