@@ -62,7 +62,7 @@ class Client:
         be billed and thrown away); those that finished go to the cache, so a rerun pays only for the rest."""
         tasks = {run: asyncio.ensure_future(self._call(dataclasses.replace(
                      request, n=len(run), seed=None if request.seed is None else request.seed + run.start),
-                     sample=run.start))
+                     sample=run.start, of_n=request.n))
                  for run in runs}
         try:
             await asyncio.gather(*tasks.values())
@@ -77,8 +77,10 @@ class Client:
             raise
         return {run.start + j: c for run, t in tasks.items() for j, c in enumerate(t.result())}
 
-    async def _call(self, request: Request, sample: int = 0) -> list[Completion]:
-        """One logical call with its retries; each attempt is one trace event."""
+    async def _call(self, request: Request, sample: int = 0, of_n: int | None = None) -> list[Completion]:
+        """One logical call with its retries; each attempt is one trace event. `request` may ask for
+        samples sample.. of a request for `of_n` (the cache held the others): the events say those."""
+        of_n = of_n or request.n
         estimate = self.limits.estimate(_prompt_chars(request), request.n, request.max_tokens)
         for attempt in range(1, self.retry.max_attempts + 1):
             await self.limits.acquire(estimate)
@@ -105,19 +107,19 @@ class Client:
             if error is None:
                 self.limits.concurrency.on_success()
                 for i, c in enumerate(completions):  # type: ignore[arg-type]
-                    self._record(request, c, sample + i, latency, attempt, "ok", "miss")
+                    self._record(request, c, sample + i, latency, attempt, "ok", "miss", of_n)
                 return completions  # type: ignore[return-value]
             if isinstance(error, RateLimited):
                 self.limits.concurrency.on_rate_limited()
             final = not error.retryable or attempt == self.retry.max_attempts
-            self._trace_failure(request, sample, latency, attempt, error, final)
+            self._trace_failure(request, sample, latency, attempt, error, final, of_n)
             if final:
                 raise error
             await asyncio.sleep(self.retry.delay(attempt, error.retry_after))
         raise AssertionError("unreachable")
 
     def _record(self, request: Request, c: Completion, index: int, latency: float, attempt: int,
-                status: str, cache: str) -> None:
+                status: str, cache: str, of_n: int | None = None) -> None:
         paid = 0.0 if c.cached else c.cost_usd
         for usage in (self.usage, current_span.get().usage):
             usage.calls += 1  # one generation = one call, as docs/architecture.md's table counts them
@@ -128,17 +130,17 @@ class Client:
             usage.cost_uncached_usd += c.cost_usd
         self.tracer.event("llm.call", span_id=new_span_id(), parent_id=current_span.get().span_id,
                           **{**request.tags, "candidate": request.tags.get("candidate", 0) + index},
-                          model=self.model, n=request.n, sample=index, temperature=request.temperature,
+                          model=self.model, n=of_n or request.n, sample=index, temperature=request.temperature,
                           prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
                           cost_usd=paid, latency_s=round(latency, 4), cache=cache, attempt=attempt,
                           status=status, error=None, finish_reason=c.finish_reason, text=c.text,
                           **self._messages(request))
 
     def _trace_failure(self, request: Request, sample: int, latency: float, attempt: int,
-                       error: CallError, final: bool) -> None:
+                       error: CallError, final: bool, of_n: int) -> None:
         self.tracer.event("llm.call", span_id=new_span_id(), parent_id=current_span.get().span_id,
                           **{**request.tags, "candidate": request.tags.get("candidate", 0) + sample},
-                          model=self.model, n=request.n, sample=sample, temperature=request.temperature,
+                          model=self.model, n=of_n, sample=sample, temperature=request.temperature,
                           prompt_tokens=0,
                           completion_tokens=0, cost_usd=0.0, latency_s=round(latency, 4), cache="miss",
                           attempt=attempt, status="error" if final else "retry",

@@ -66,18 +66,23 @@ class Job:
         limits = {key: make_limits(key) for key in dict.fromkeys((*self.accounts, *self.fallback_accounts))}
         generator = Client(self.generator_backend, tracer=tracer, cache=cache,
                            limits=limits[self.accounts[0]], retry=retry)
-        if self.fallback_backends:  # the judge, when it is the generator's model, falls back with it
-            generator = FallbackClient([generator, *(
-                Client(b, tracer=tracer, cache=cache, limits=limits[k], retry=retry)
-                for b, k in zip(self.fallback_backends, self.fallback_accounts))])
-        judge = generator if self.judge_backend is None else Client(
+        judge = None if self.judge_backend is None else Client(
             self.judge_backend, tracer=tracer, cache=cache, limits=limits[self.accounts[1]], retry=retry)
+        closing = [c for c in (generator, judge) if c is not None]
+        if self.fallback_backends:
+            fallbacks = [Client(b, tracer=tracer, cache=cache, limits=limits[k], retry=retry)
+                         for b, k in zip(self.fallback_backends, self.fallback_accounts)]
+            closing += fallbacks
+            generator = FallbackClient([generator, *fallbacks])
+            if judge is not None and self.judge_model == self.model:  # the same model on its own server
+                judge = FallbackClient([judge, *fallbacks])
+        if judge is None:  # the generator's model on its server: the judge is the generator's client
+            judge = generator
         settings = settings_from(a)
         if self.spec.selection:
             settings = replace(settings, selection=self.spec.selection)
         solve = build_graph(self.spec, settings, Roles(generator, judge))
-        return (recording_answers(solve) if self.fallback_backends else solve), (
-            [generator] if judge is generator else [generator, judge])
+        return (recording_answers(solve) if self.fallback_backends else solve), closing
 
     async def run(self, out: Path, cache: Cache | None) -> dict[str, Any]:
         a = self.args

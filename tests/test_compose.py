@@ -86,6 +86,9 @@ def test_compare_writes_the_three_reports(tmp_path, fake_server):
     # only sample 1 is asked, alone with seed + 1, which the scripted server answers as it answered chain
     # (a lone sample has quality 0), so the two candidates are one text and cost no judge call
     assert stats["best_of_n"]["calls_per_item"] == 2 and stats["best_of_n"]["cache_hits_per_item"] == 1
+    asked = [(t["cache"], t["n"], t["sample"]) for t in read_jsonl(out / "best_of_n" / "traces.jsonl")
+             if t["event"] == "llm.call"]
+    assert sorted(set(asked)) == [("hit", 2, 0), ("miss", 2, 1)], "events say the graph's request, n = 2"
     assert stats["stage_beam"]["calls_per_item"] == 4 * 2 + 4 * 1 + 2
     assert all(s["accuracy"] == 1.0 and s["items"] == 4 and s["cost_per_item_usd"] > 0 for s in stats.values())
     assert stats["chain"]["judge_fallback_rate"] is None and stats["stage_beam"]["judge_fallback_rate"] == 0

@@ -205,6 +205,19 @@ def test_fallback_api_bases_must_match_the_models(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_judge_on_its_own_server_falls_back_with_the_generator(tmp_path, fake_server):
+    """--judge-api-base with no --judge-model: the same model on another server, which falls back as the
+    generator does (docs/providers.md). Both servers are down; the fallback answers every call."""
+    items = write_items(tmp_path / "items.jsonl", [{"id": f"x{i}", "question": f"Which? ({i})"} for i in range(2)])
+    out = tmp_path / "out"
+    stagewise("generate", items, "--out", out, "--graph", "best_of_n", "--n", 2, "--model", "hosted_vllm/a",
+              "--api-base", "http://127.0.0.1:9/v1", "--judge-api-base", "http://127.0.0.1:7/v1",
+              "--fallback-model", "hosted_vllm/b", "--fallback-api-base", fake_server.api_base,
+              "--max-retries", 0, "--no-progress", check=True)
+    calls = [t for t in read_jsonl(out / "traces.jsonl") if t["event"] == "llm.call" and t["status"] == "ok"]
+    assert {t["role"] for t in calls} == {"generate", "judge"} and {t["model"] for t in calls} == {"hosted_vllm/b"}
+
+
 def test_a_price_for_self_hosted_models_leaves_priced_ones_alone(monkeypatch):
     from engine import pricing
 

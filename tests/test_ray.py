@@ -218,7 +218,8 @@ def test_rpm_holds_for_all_actors_together(cluster, tmp_path, fake_server_factor
 
 def test_several_api_bases_are_spread_across_the_actors(cluster, tmp_path, fake_server_factory):
     """Two actors (two batches in flight each, so both get work), two generator servers and two judge
-    servers: each actor takes its own of each, and every judge call reaches a judge server."""
+    servers: each actor takes its own of each, and every judge call reaches a judge server. The
+    cluster runs in the test's environment: the command's own reaches its actors."""
     gen = [fake_server_factory(latency_ms=30) for _ in range(2)]
     judge = [fake_server_factory(latency_ms=30) for _ in range(2)]
     out = tmp_path / "out"
@@ -226,13 +227,15 @@ def test_several_api_bases_are_spread_across_the_actors(cluster, tmp_path, fake_
                      "--api-base", ",".join(s.api_base for s in gen),
                      "--judge-api-base", ",".join(s.api_base for s in judge),
                      "--graph", "stage_beam", "--n", "2", "--no-progress", "--no-cache", "--items-in-flight", "1",
-                     "--ray", cluster, "--ray-actors", "2", "--ray-batch-size", "1")  # 2 batches an actor
+                     "--trace-prompts", "--ray", cluster, "--ray-actors", "2", "--ray-batch-size", "1",
+                     env={"STAGEWISE_PRICE_PER_MTOK": "1000,2000"})  # 2 batches an actor
     assert proc.returncode == 0, proc.stderr
     sent = [s.get("/stats").get("requests", 0) for s in gen + judge]
     assert all(sent), f"every server got requests: {sent}"
-    judged = sum(t["event"] == "llm.call" and t["role"] in ("judge", "check")
-                 for t in read_jsonl(out / "traces.jsonl"))
-    assert sum(sent[2:]) == judged
+    calls = [t for t in read_jsonl(out / "traces.jsonl") if t["event"] == "llm.call"]
+    assert sum(sent[2:]) == sum(t["role"] in ("judge", "check") for t in calls)
+    # the command's options and STAGEWISE_* settings reach actors of a cluster started without them
+    assert all(t["messages"] for t in calls) and all(t["cost_usd"] > 0 for t in calls)
 
 
 def test_in_process_hf_model_in_two_actors(cluster, tmp_path):

@@ -53,7 +53,7 @@ class EngineActor:
         job = Job(args, self._spec)
         self._meta = job.meta
         self._spool = Path(tempfile.mkdtemp(prefix="stagewise-actor-")) / "traces.jsonl"
-        self._tracer = Tracer(self._spool)
+        self._tracer = Tracer(self._spool, prompts=getattr(args, "trace_prompts", False))
         self._spool_read = 0
         self._held: dict[str | None, list[bytes]] = {}  # item id → its events not shipped yet
         self._cache = Cache(self._cache_path) if self._cache_path else None

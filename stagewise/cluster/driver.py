@@ -77,6 +77,13 @@ def _dataset(job: Job, todo: dict[str, int], lines: list[str], base_dir: Path, c
         num_cpus=1 if in_process else 0.25, num_gpus=a.ray_gpus_per_actor or None)
 
 
+def stagewise_env() -> dict[str, str]:
+    """The STAGEWISE_* settings of this command (a price, a prompts folder) for a cluster's actors.
+    Provider API keys are not among them: Ray shows a job's runtime_env to anyone who can see the
+    cluster, so keys stay in each node's own environment (docs/scale-out.md)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("STAGEWISE_")}
+
+
 def _batches(ds) -> Iterator[dict[str, Any]]:
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
@@ -159,8 +166,9 @@ def on_cluster(address: str, actors: int) -> Iterator[None]:
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         _check_reachable(address)
         try:
-            if address:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            if address:  # the actors run in the nodes' environment: ours gives them STAGEWISE_* settings
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                         runtime_env={"env_vars": stagewise_env()})
             else:  # logical CPUs, not cores: the actors mostly wait on the network
                 ray.init(num_cpus=max(4, os.cpu_count() or 1, actors + 2), include_dashboard=False,
                          log_to_driver=False, logging_level=logging.WARNING)
