@@ -20,6 +20,7 @@ from engine.trace import Tracer
 from search import GraphSpec, Roles, Settings, build_graph, resolve
 from search.judge_quality import add_to_summary
 from stages.agent import Sampling
+from stagewise import run_options
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -50,6 +51,11 @@ class Job:
         fallbacks = fallback_models(args)
         self.fallback_backends = [make_backend(m, base, args.client) for m, base in fallbacks]
         self.fallback_accounts = [account_key(m, base) for m, base in fallbacks]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options that shape this graph's rows (stagewise/run_options.py)."""
+        return run_options.options_of(self.args, self.spec.name, self.model, self.judge_model, self.spec.selection)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -138,6 +144,8 @@ async def _run_job(job: Job, out: Path, cache: Cache | None, default_cache: Path
 async def run_generate(args: argparse.Namespace) -> dict[str, Any]:
     job = Job(args, resolve(args.graph))
     with locked_folder(args.out):
+        run_options.check(args.out, job.options)
+        run_options.record(args.out, job.options)
         cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
         try:
             return await _run_job(job, args.out, cache, args.out / "cache.sqlite")
@@ -165,6 +173,10 @@ async def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     jobs = [Job(args, spec) for spec in resolve_graphs(args.graphs)]
     names = [j.spec.name for j in jobs]
     with locked_folder(args.out):  # DIR, and so every DIR/<graph>/ in it
+        for job in jobs:  # every graph's folder checked before any is written
+            run_options.check(args.out / job.spec.name, job.options)
+        for job in jobs:
+            run_options.record(args.out / job.spec.name, job.options)
         cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
         summaries = {}
         try:

@@ -127,3 +127,35 @@ def test_a_second_run_on_a_folder_in_use_exits_2_and_writes_nothing(tmp_path, fa
     assert first.wait(timeout=120) == 0, first.stderr.read()
     assert stagewise(*args).returncode == 0  # the lock goes with the run that held it
     assert [r["id"] for r in read_jsonl(out / "results.jsonl")] == ["stuck"]
+
+
+def test_a_rerun_with_other_answer_shaping_options_is_refused(tmp_path, fake_server):
+    """The rows were made at --temperature 0.6 with --n 4: a rerun asking 1.5 would keep them and report
+    1.5 (docs/runs.md). It exits 2 naming both, and changes nothing; other options may change."""
+    items = write_items(tmp_path / "items.jsonl", [{"id": f"q{i}", "question": f"Which? ({i})"} for i in range(3)])
+    out = tmp_path / "run"
+    base = ["generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", fake_server.api_base,
+            "--graph", "best_of_n", "--no-progress"]
+    stagewise(*base, check=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert json.loads((out / "options.json").read_text())["temperature"] == 0.6
+
+    changed = stagewise(*base, "--temperature", "1.5", "--n", "2")
+    lines = changed.stderr.strip().splitlines()
+    assert changed.returncode == 2 and len(lines) == 1, changed.stderr
+    assert "--n 4 --temperature 0.6" in lines[0] and "asks --n 2 --temperature 1.5" in lines[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+    again = stagewise(*base, "--concurrency", "3", "--max-retries", "1", "--no-cache")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "summary.json").read_text())["this_run"]["items"] == 0
+
+
+def test_compare_checks_every_graph_before_running_any(tmp_path, fake_server):
+    items = write_items(tmp_path / "items.jsonl", [{"id": "a", "question": "Which?"}])
+    out = tmp_path / "cmp"
+    common = ["--out", out, "--model", "hosted_vllm/fake", "--api-base", fake_server.api_base, "--no-progress"]
+    stagewise("compare", items, "--graphs", "best_of_n", *common, check=True)
+    proc = stagewise("compare", items, "--graphs", "chain,best_of_n", "--judge-order", "both", *common)
+    assert proc.returncode == 2 and f"{out / 'best_of_n'} holds rows made with --judge-order first" in proc.stderr
+    assert not (out / "chain").exists()

@@ -170,7 +170,8 @@ def on_cluster(address: str, actors: int) -> Iterator[None]:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
                          runtime_env={"env_vars": stagewise_env()})
             else:  # logical CPUs, not cores: the actors mostly wait on the network
-                ray.init(num_cpus=max(4, os.cpu_count() or 1, actors + 2), include_dashboard=False,
+                ray.init(address="local",  # a new one, even where `ray start` runs one
+                         num_cpus=max(4, os.cpu_count() or 1, actors + 2), include_dashboard=False,
                          log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UsageError(f"--ray {address or '(local)'}: cannot start or join the Ray cluster: {exc}") from None
