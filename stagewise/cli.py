@@ -96,7 +96,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-base", default=os.environ.get("STAGEWISE_API_BASE"),
                    help="base URL of the provider or server, e.g. http://127.0.0.1:8000/v1 (default: env "
                         "STAGEWISE_API_BASE, else the provider's own endpoint)")
-    p.add_argument("--judge-api-base", default=None, help="base URL for the judge model (default: --api-base)")
+    p.add_argument("--judge-api-base", default=None, help="base URL for the judge model (default: --api-base for a judge on the generator's "
+                        "provider, else that provider's own endpoint)")
     p.add_argument("--fallback-model", action="append", default=None, metavar="MODEL",
                    help="a model that answers the calls --model cannot (after its retries, or at once on an error "
                         "retrying cannot fix); repeat or comma-separate for a chain, tried in order. Traces and "

@@ -41,8 +41,11 @@ class Job:
         self.model = spec.models.get("generator") or args.model
         judge_model = spec.models.get("judge") or args.judge_model
         self.generator_backend = make_backend(self.model, args.api_base, args.client)
-        judge_api_base = args.judge_api_base or args.api_base
         self.judge_model = judge_model or self.model
+        # --api-base serves the judge too only on the generator's provider: an openai/ judge beside a
+        # hosted_vllm/ generator goes to OpenAI, not to the vLLM server
+        same_provider = account_key(self.judge_model, None)[0] == account_key(self.model, None)[0]
+        judge_api_base = args.judge_api_base or (args.api_base if same_provider else None)
         # the judge has its own backend when it is another model or the same model on another server
         self.judge_backend = (make_backend(self.judge_model, judge_api_base, args.client)
                               if (self.judge_model, judge_api_base) != (self.model, args.api_base) else None)

@@ -171,3 +171,21 @@ def test_judge_api_base_takes_the_judge_calls_of_the_same_model(tmp_path, fake_s
     judged = sum(t["role"] in ("judge", "check") for t in calls)
     assert judged and judge.get("/stats")["requests"] == judged
     assert gen.get("/stats")["requests"] == len({t["parent_id"] for t in calls if t["role"] == "generate"})
+
+
+@pytest.mark.parametrize(("judge", "base", "account"), [
+    ("hosted_vllm/judge", "http://127.0.0.1:9/v1", ("hosted_vllm", "http://127.0.0.1:9/v1")),  # one server
+    ("openai/judge", "https://api.openai.com/v1", ("openai", "")),  # OpenAI's own endpoint
+])
+def test_the_judge_takes_api_base_only_on_the_generators_provider(tmp_path, judge, base, account):
+    """--judge-model on another provider than --model goes to its provider, not to the generator's
+    server (it was sent to --api-base whatever its provider)."""
+    from search import resolve
+    from stagewise.cli import build_parser
+    from stagewise.jobs import Job
+
+    items = write_items(tmp_path / "items.jsonl", [{"id": "a", "question": "q"}])
+    args = build_parser().parse_args(["generate", str(items), "--out", str(tmp_path / "o"), "--model",
+                                 "hosted_vllm/gen", "--api-base", "http://127.0.0.1:9/v1", "--judge-model", judge])
+    job = Job(args, resolve("best_of_n"))
+    assert job.judge_backend.url == base + "/chat/completions" and job.accounts[1] == account
