@@ -118,7 +118,7 @@ def test_stage_beam_through_litellm(tmp_path, start_server, provider, mode):
     for t in generate:
         groups[t["item_id"], t["stage"]].add(t["sample"])
     assert len(groups) == 3 * 4 and all(s == set(range(N)) for s in groups.values())
-    assert all(t["n"] == 1 for t in generate)
+    assert all(t["n"] == N for t in generate)  # the graph's request, however it was sent (docs/traces.md)
     samples = Counter(e["prompt"] for e in log if e["status"] == 200)
     assert sum(1 for count in samples.values() if count == N) == len(groups)
 
