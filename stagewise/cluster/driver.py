@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -176,6 +177,8 @@ def on_cluster(address: str, actors: int) -> Iterator[None]:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UsageError(f"--ray {address or '(local)'}: cannot start or join the Ray cluster: {exc}") from None
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # our progress line is the run's progress
+    # a job smaller than one batch per actor is fine: Ray Data's advice about it is noise on stderr
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", module="ray.data")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
