@@ -42,8 +42,9 @@ class Client:
         key = request_key(self.model, request) if self.cache else ""
         cached = self.cache.get(key, request.n) if self.cache else [None] * request.n
         missing = [i for i, c in enumerate(cached) if c is None]
-        for i in set(range(request.n)) - set(missing):
-            self._record(request, cached[i], i, latency=0.0, attempt=0, status="ok", cache="hit")
+        for i, c in enumerate(cached):
+            if c is not None:
+                self._record(request, c, i, latency=0.0, attempt=0, status="ok", cache="hit")
         if not missing:
             return cached  # type: ignore[return-value]
 
