@@ -3,6 +3,7 @@ and a whole file is only ever replaced atomically (write a new file, fsync, rena
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
@@ -41,7 +42,7 @@ def repair_tail(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def replace_atomically(path: Path, lines: list[bytes]) -> None:
+def replace_atomically(path: Path, lines: Iterable[bytes]) -> None:
     """Write `lines` (each ending in a newline) as the new content of `path`: either the old or the
     new file is there after a crash at any moment, never a mix or a half."""
     tmp = path.with_name(path.name + ".tmp")

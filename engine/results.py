@@ -84,38 +84,43 @@ class ResultsFile:
 
     def _load(self, policy: str, retried: list[bytes]) -> set[bytes]:
         """Count the rows kept and move out the ones to retry, appending them to `retried` (retried.jsonl's
-        lines); returns the kept lines that retried.jsonl also holds (counted here already)."""
+        lines); returns the kept lines that retried.jsonl also holds (counted here already). The file is
+        streamed, twice only when it must be rewritten: a resumed 100k-row run holds ids, not rows."""
         in_retried = set(retried)
-        keep: list[bytes] = []
         moved: list[bytes] = []
+        dropped: set[int] = set()  # line numbers a rewrite leaves out
         kept_in_both: set[bytes] = set()
         rewrite = False
-        for line in self.path.read_bytes().splitlines(keepends=True):
-            try:
-                row = orjson.loads(line)
-                row_id = row["id"]
-            except (ValueError, KeyError, TypeError):
-                rewrite = rewrite or bool(line.strip())  # not a row: nothing to keep
-                continue
-            if row_id in self.done or row_id in self.retrying:
-                rewrite = True  # a second row for one id: the first one counts
-                continue
-            bare = line.rstrip(b"\r\n")
-            if should_retry(row, policy):
-                self.retrying.add(row_id)
-                if bare not in in_retried:
-                    moved.append(line)
-                    retried.append(bare)
-                rewrite = True
-                continue
-            keep.append(line)
-            self._count(row)
-            if bare in in_retried:
-                kept_in_both.add(bare)
+        with open(self.path, "rb") as f:
+            for number, line in enumerate(f):
+                try:
+                    row = orjson.loads(line)
+                    row_id = row["id"]
+                except (ValueError, KeyError, TypeError):
+                    rewrite = rewrite or bool(line.strip())  # not a row: nothing to keep
+                    dropped.add(number)
+                    continue
+                if row_id in self.done or row_id in self.retrying:
+                    rewrite = True  # a second row for one id: the first one counts
+                    dropped.add(number)
+                    continue
+                bare = line.rstrip(b"\r\n")
+                if should_retry(row, policy):
+                    self.retrying.add(row_id)
+                    if bare not in in_retried:
+                        moved.append(line)
+                        retried.append(bare)
+                    rewrite = True
+                    dropped.add(number)
+                    continue
+                self._count(row)
+                if bare in in_retried:
+                    kept_in_both.add(bare)
         if moved:
             append_durably(self.retried_path, moved)
         if rewrite:
-            replace_atomically(self.path, keep)
+            with open(self.path, "rb") as f:
+                replace_atomically(self.path, (line for number, line in enumerate(f) if number not in dropped))
         return kept_in_both
 
     def _count(self, row: dict[str, Any]) -> None:
