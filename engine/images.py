@@ -5,14 +5,15 @@ opened with Pillow, so a missing or corrupt image fails here, for its own item, 
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import http.client
 import io
-import urllib.error
-import urllib.request
+import re
 from pathlib import Path
 
+import aiohttp
+import yarl
 from PIL import Image, UnidentifiedImageError
 
 DEFAULT_MAX_SIDE = 1024
@@ -27,18 +28,52 @@ class ImageError(ValueError):
         self.cause = cause
 
 
-def _fetch_cause(exc: BaseException) -> str:
-    """The error cause of a failed URL fetch: the URL's own (a 4xx, a URL that cannot be sent), else the
-    server's or the network's (5xx, 408, 429, a timeout, a refused or dropped connection)."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return "server" if exc.code >= 500 or exc.code in (408, 429) else "input"
-    if isinstance(exc, (ValueError, http.client.InvalidURL)):
-        return "input"
-    return "timeout" if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError) \
-        else "connection"
+FETCH_TIMEOUT_S = 60.0  # one image URL, whole: a server that trickles bytes cannot hold its item longer
+MAX_IMAGE_BYTES = 64 * 2 ** 20
+
+
+def _fetch_error(ref: str, exc: BaseException, timeout_s: float = FETCH_TIMEOUT_S) -> ImageError:
+    """A failed URL fetch: the URL's own fault (a 4xx, a URL that cannot be sent) is input; the server's
+    or the network's (5xx, 408, 429, a timeout, a refused or dropped connection) a rerun retries."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        cause = "server" if exc.status >= 500 or exc.status in (408, 429) else "input"
+        return ImageError(f"cannot fetch {ref[:200]}: HTTP {exc.status} {exc.message}", cause)
+    if isinstance(exc, TimeoutError):
+        return ImageError(f"cannot fetch {ref[:200]}: no whole image within {timeout_s:g} s", "timeout")
+    if isinstance(exc, (aiohttp.InvalidURL, ValueError)):
+        return ImageError(f"cannot fetch {ref[:200]}: not a URL that can be sent ({exc})")
+    return ImageError(f"cannot fetch {ref[:200]}: {exc or type(exc).__name__}", "connection")
+
+
+async def fetch(ref: str, timeout_s: float = FETCH_TIMEOUT_S, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """An http(s) image on the event loop: one deadline for the whole fetch, at most `max_bytes`, and a
+    cancelled item (Ctrl-C) stops it at once, where a fetching thread would hold the exit."""
+    try:
+        host = yarl.URL(ref).raw_host or ""
+    except ValueError as exc:
+        raise _fetch_error(ref, exc) from None
+    if not re.fullmatch(r"[A-Za-z0-9._\-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+", host):  # no DNS lookup can help
+        raise ImageError(f"cannot fetch {ref[:200]}: {host!r} is not a host name")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                         trust_env=True) as session:  # proxies from the environment
+            async with session.get(ref, raise_for_status=True) as resp:
+                if (resp.content_length or 0) > max_bytes:
+                    raise ImageError(f"image at {ref[:200]} is {resp.content_length} bytes: at most {max_bytes}")
+                data = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise ImageError(f"image at {ref[:200]} is over {max_bytes} bytes")
+                return bytes(data)
+    except ImageError:
+        raise
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        raise _fetch_error(ref, exc, timeout_s) from None
 
 
 def _read_bytes(ref: str, base_dir: Path) -> bytes:
+    """A data URL's or a file's bytes (URLs: `fetch`)."""
     if ref.startswith("data:"):
         header, _, payload = ref.partition(",")
         if ";base64" not in header:
@@ -47,12 +82,6 @@ def _read_bytes(ref: str, base_dir: Path) -> bytes:
             return base64.b64decode(payload, validate=False)
         except binascii.Error as exc:
             raise ImageError(f"data URL does not decode: {exc}") from None
-    if ref.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(ref, timeout=30) as resp:  # noqa: S310 (user-given URL)
-                return resp.read()
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # also a URL that cannot be sent
-            raise ImageError(f"cannot fetch {ref[:200]}: {exc}", _fetch_cause(exc)) from None
     path = Path(ref)
     if not path.is_absolute():
         path = base_dir / path
@@ -66,23 +95,52 @@ def _read_bytes(ref: str, base_dir: Path) -> bytes:
         raise ImageError(f"cannot read image {str(path)[:80]!r}: {exc}") from None
 
 
+def _is_url(ref: str) -> bool:
+    return ref.startswith(("http://", "https://"))
+
+
+async def load_image(ref: str, base_dir: Path, max_side: int = DEFAULT_MAX_SIDE) -> str:
+    """The data URL of an item's image, in a run: a URL fetched on the event loop, files read and every
+    image decoded on a worker thread (a large image never stalls the loop)."""
+    if _is_url(ref):
+        data = await fetch(ref)
+        return await asyncio.to_thread(to_data_url, data, ref, max_side)
+    return await asyncio.to_thread(load_image_data_url, ref, base_dir, max_side)
+
+
 def load_image_data_url(ref: str, base_dir: Path, max_side: int = DEFAULT_MAX_SIDE) -> str:
+    """The same outside an event loop (a Ray task, a script)."""
+    data = asyncio.run(fetch(ref)) if _is_url(ref) else _read_bytes(ref, base_dir)
+    return to_data_url(data, ref, max_side)
+
+
+def to_data_url(data: bytes, ref: str, max_side: int = DEFAULT_MAX_SIDE) -> str:
     """Open, verify, downscale (longest side ≤ max_side) and re-encode as a PNG or JPEG data URL."""
-    data = _read_bytes(ref, base_dir)
     try:
         with Image.open(io.BytesIO(data)) as probe:
             probe.verify()  # catches truncated and corrupt files before we decode them
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"corrupt or unsupported image {ref[:80]!r}: {exc}") from None
-    except Image.DecompressionBombError as exc:  # not an OSError: more pixels than Pillow will decode
+        has_alpha = image.mode in ("RGBA", "LA", "P", "PA")
+        if image.mode.startswith("I"):  # 16- and 32-bit greys: to 8 bits, scaled by the brightest value
+            image = image.convert("I")
+            top = image.getextrema()[1]
+            image = image.point(lambda v: v * 255 / top) if top > 255 else image
+            image = image.convert("L")
+        if image.mode not in ("RGB", "RGBA"):  # before resizing, which some modes (16-bit) cannot do
+            image = image.convert("RGBA" if has_alpha else "RGB")
+        if max(image.size) > max_side:
+            image.thumbnail((max_side, max_side))
+        buf = io.BytesIO()
+        fmt = "PNG" if has_alpha or image.size[0] * image.size[1] <= 256 * 256 else "JPEG"
+        image.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    except Image.DecompressionBombError as exc:  # more pixels than Pillow will decode
         raise ImageError(f"image too large {ref[:80]!r}: {exc}") from None
-    if max(image.size) > max_side:
-        image.thumbnail((max_side, max_side))
-    has_alpha = image.mode in ("RGBA", "LA", "P")
-    image = image.convert("RGBA" if has_alpha else "RGB")
-    buf = io.BytesIO()
-    fmt = "PNG" if has_alpha or image.size[0] * image.size[1] <= 256 * 256 else "JPEG"
-    image.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    except MemoryError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"corrupt or unsupported image {ref[:80]!r}: not an image format Pillow reads") from None
+    except Exception as exc:  # Pillow's decoders raise what they raise (OSError, SyntaxError, EOFError,
+        # NotImplementedError, struct.error...): each is an image this item cannot use, not our bug
+        raise ImageError(f"corrupt or unsupported image {ref[:80]!r}: {type(exc).__name__}: {exc}") from None
     return f"data:image/{fmt.lower()};base64,{base64.b64encode(buf.getvalue()).decode()}"

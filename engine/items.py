@@ -10,6 +10,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 
+MAX_CHOICES = 26  # options are shown lettered A to Z
+
+
 class Item(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -23,6 +26,27 @@ class Item(BaseModel):
     @classmethod
     def _id_as_string(cls, v: object) -> object:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("an id must not be blank")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image_not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("an image must name a file or URL (leave the field out for none)")
+        return v
+
+    @field_validator("choices")
+    @classmethod
+    def _lettered(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(v) > MAX_CHOICES:
+            raise ValueError(f"{len(v)} choices: at most {MAX_CHOICES}, lettered A to Z")
+        return v
 
     @field_validator("answer", mode="before")
     @classmethod
@@ -45,7 +69,7 @@ _BOM = b"\xef\xbb\xbf"
 def _given_id(data: dict) -> str | None:
     """The id a line gives, as the item (or its error row) takes it; None when it gives no usable one."""
     v = data.get("id")
-    return str(v) if isinstance(v, (str, int)) and str(v) else None
+    return str(v) if isinstance(v, (str, int)) and str(v).strip() else None
 
 
 def _ids_like_line_ids(path: Path) -> set[str]:

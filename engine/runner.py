@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 from engine.errors import INPUT_CAUSE, INTERNAL_CAUSE, CallError
-from engine.images import DEFAULT_MAX_SIDE, ImageError, load_image_data_url
+from engine.images import DEFAULT_MAX_SIDE, ImageError, load_image
 from engine.items import BadLine, Item, read_items
 from engine.progress import RunProgress
 from engine.results import ResultsFile, ranked
@@ -145,7 +145,7 @@ async def run_items(items_path: Path, out_dir: Path, solve: Solve, *, tracer: Tr
         progress.advance(ok=row["status"] == "ok", usage=usage)
 
     async def loader(entry: Item) -> str:
-        return await asyncio.to_thread(load_image_data_url, entry.image, base_dir, max_image_side)
+        return await load_image(entry.image, base_dir, max_image_side)
 
     entries = entries_to_run(items_path, results.done, tracer)
 

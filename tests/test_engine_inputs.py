@@ -1,6 +1,9 @@
 """Bad input becomes an error row naming the item and the cause; bad usage exits 2 with one line."""
 from __future__ import annotations
 
+import asyncio
+import base64
+import io
 import os
 import struct
 import zlib
@@ -10,7 +13,7 @@ from PIL import Image
 
 from conftest import read_jsonl, stagewise, write_items
 
-from engine.images import ImageError, load_image_data_url
+from engine.images import ImageError, fetch, load_image_data_url
 from engine.runner import describe_error
 from engine.secrets import redact
 from stagewise.cli import main
@@ -140,3 +143,106 @@ def test_an_image_url_that_fails_for_the_network_is_retried_by_a_rerun(tmp_path,
     assert causes == {"down": "connection", "gone": "input"}
     assert stagewise(*args).returncode == 3  # the rerun tries "down" again and keeps "gone" as it was
     assert [r["id"] for r in read_jsonl(out / "retried.jsonl")] == ["down"]
+
+
+@pytest.fixture
+async def image_server():
+    """An image host on 127.0.0.1: /slow sends its headers, then a byte a second; /hang never answers;
+    /big answers 2,000 bytes. `disconnected` counts requests whose client went away."""
+    from aiohttp import web
+
+    state = {"disconnected": 0, "waiting": 0}
+
+    async def slow(request):
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await resp.prepare(request)
+        for _ in range(600):
+            await resp.write(b"x")
+            await asyncio.sleep(1)
+        return resp
+
+    async def hang(request):
+        state["waiting"] += 1
+        try:
+            await asyncio.sleep(600)
+        except asyncio.CancelledError:
+            state["disconnected"] += 1
+            raise
+        return web.Response()
+
+    async def big(request):
+        return web.Response(body=b"x" * 2000, content_type="image/png")
+
+    app = web.Application()
+    app.add_routes([web.get("/slow", slow), web.get("/hang", hang), web.get("/big", big)])
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", state
+    await runner.cleanup()
+
+
+async def test_an_image_url_has_one_deadline_and_a_size_cap(image_server):
+    """A host that trickles a byte a second cannot hold an item past the whole fetch's deadline (each
+    read's own timeout never fires); one that sends more than the cap is refused as input."""
+    base, _ = image_server
+    with pytest.raises(ImageError) as slow:
+        await fetch(base + "/slow", timeout_s=2)
+    assert slow.value.cause == "timeout" and "within 2 s" in str(slow.value)
+    with pytest.raises(ImageError) as big:
+        await fetch(base + "/big", max_bytes=1000)
+    assert big.value.cause == "input" and "1000" in str(big.value)
+    assert await fetch(base + "/big") == b"x" * 2000
+
+
+async def test_a_cancelled_image_fetch_closes_its_connection(image_server):
+    """Ctrl-C cancels an item while its image is fetched: the fetch stops and the host sees the
+    connection go (a fetch on a thread would run on, and hold the process's exit)."""
+    base, state = image_server
+    task = asyncio.ensure_future(fetch(base + "/hang"))
+    while not state["waiting"]:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    while not state["disconnected"]:
+        await asyncio.sleep(0.01)
+
+
+def test_odd_images_are_decoded_or_refused_as_input(tmp_path):
+    """A 16-bit grey PNG larger than --max-image-side is shrunk (resizing it raised ValueError); a DDS
+    whose pixel format is unknown raises NotImplementedError in Pillow: an input error, not ours."""
+    deep = Image.new("I;16", (300, 40))
+    deep.paste(60000, (0, 0, 150, 40))
+    deep.save(tmp_path / "deep.png")
+    url = load_image_data_url("deep.png", tmp_path, max_side=64)
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as shown:
+        assert shown.size == (64, 9) and shown.convert("L").getpixel((0, 0)) == 255
+        assert shown.convert("L").getpixel((63, 0)) == 0
+    dds = bytearray(b"DDS " + struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + bytes(44)
+                    + struct.pack("<8I", 32, 0, 0, 0, 0, 0, 0, 0) + bytes(20) + bytes(64))
+    (tmp_path / "bad.dds").write_bytes(bytes(dds))
+    with pytest.raises(ImageError) as bad:
+        load_image_data_url("bad.dds", tmp_path)
+    assert bad.value.cause == "input" and "corrupt or unsupported image" in str(bad.value)
+
+
+def test_items_beyond_the_alphabet_or_blank_are_input_errors(tmp_path, fake_server):
+    items = write_items(tmp_path / "items.jsonl", [
+        {"id": "many", "question": "Which?", "choices": [str(i) for i in range(27)]},
+        {"id": "   ", "question": "Which?"},
+        {"id": "noimage", "question": "Which?", "image": ""},
+        {"id": "fine", "question": "Which?", "choices": [str(i) for i in range(26)]}])
+    out = tmp_path / "run"
+    proc = stagewise("generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base",
+                     fake_server.api_base, "--no-progress")
+    assert proc.returncode == 3
+    rows = {r["id"]: r for r in read_jsonl(out / "results.jsonl")}
+    assert rows["fine"]["status"] == "ok"
+    assert "27 choices: at most 26" in rows["many"]["error"]
+    assert "an image must name a file or URL" in rows["noimage"]["error"]
+    blank = [r for r in rows.values() if "an id must not be blank" in (r["error"] or "")]
+    assert len(blank) == 1 and blank[0]["id"].startswith("line-")
+    assert {r["error_cause"] for r in rows.values() if r["status"] == "error"} == {"input"}
