@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -40,9 +41,11 @@ def env_price() -> tuple[float, float] | None:
         return None
     try:
         inp, out = (float(x) / 1e6 for x in value.split(","))
+        if not (math.isfinite(inp) and math.isfinite(out) and inp >= 0 and out >= 0):
+            raise ValueError
     except ValueError:
         raise ValueError(f"STAGEWISE_PRICE_PER_MTOK={value!r}: expected IN,OUT (USD per million prompt and "
-                         "completion tokens), e.g. 0.15,0.6") from None
+                         "completion tokens, 0 or more), e.g. 0.15,0.6") from None
     return inp, out
 
 

@@ -21,6 +21,8 @@ Python: `--graph my_graphs.py:name` loads `async def name(ops, settings) -> str`
 from __future__ import annotations
 
 import importlib.util
+import inspect
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,22 +70,32 @@ def _from_steps(steps: list[Step]) -> GraphFn:
     return run
 
 
+MAX_N = 128  # candidates per step, as the command line allows
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a graph's name is its folder under a compare's DIR
+
+
 def load_toml(path: Path) -> GraphSpec:
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read graph file {path}: {exc}") from None
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise UsageError(f"graph file {path}: needs at least one [[steps]] table")
     steps = []
     for i, raw in enumerate(raw_steps, 1):
+        if not isinstance(raw, dict):
+            raise UsageError(f"graph file {path}: step {i} is {raw!r}, not a [[steps]] table")
+        unknown = set(raw) - {"stage", "n", "judge"}
+        if unknown:
+            raise UsageError(f"graph file {path}: step {i} has unknown keys {', '.join(sorted(unknown))} "
+                             "(a step takes stage, n and judge)")
         stage = str(raw.get("stage", "")).lower()
         if stage not in STEP_KINDS:
             raise UsageError(f"graph file {path}: step {i} has stage {stage!r}; use one of {', '.join(STEP_KINDS)}")
         n = raw.get("n", 1)
-        if not isinstance(n, int) or n < 1:
-            raise UsageError(f"graph file {path}: step {i} has n={n!r}; it must be a positive integer")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_N:
+            raise UsageError(f"graph file {path}: step {i} has n={n!r}; it must be an integer from 1 to {MAX_N}")
         judge = raw.get("judge")
         try:
             judge = None if judge is None else judge_kind(str(judge))
@@ -93,8 +105,19 @@ def load_toml(path: Path) -> GraphSpec:
     selection = data.get("selection")
     if selection not in (None, "bracket", "knockout"):
         raise UsageError(f"graph file {path}: selection must be bracket or knockout")
-    models = {k: str(v) for k, v in (data.get("models") or {}).items() if k in ("generator", "judge")}
-    return GraphSpec(str(data.get("name") or path.stem), _from_steps(steps), selection, models)
+    models = data.get("models") or {}
+    if not isinstance(models, dict) or set(models) - {"generator", "judge"} \
+            or not all(isinstance(v, str) and v.strip() for v in models.values()):
+        raise UsageError(f"graph file {path}: [models] takes generator and judge, each a model string")
+    return GraphSpec(graph_name(str(data.get("name") or path.stem), path), _from_steps(steps), selection, models)
+
+
+def graph_name(name: str, source: object) -> str:
+    """A graph's name as a folder name: it names DIR/<name>/ in a compare, so never a path."""
+    if not NAME.fullmatch(name):
+        raise UsageError(f"graph {source}: name {name!r} must be letters, digits, '_', '-' or '.', starting "
+                         "with a letter or digit (it names the graph's folder)")
+    return name
 
 
 def load_python(ref: str) -> GraphSpec:
@@ -111,7 +134,14 @@ def load_python(ref: str) -> GraphSpec:
     fn = getattr(module, name, None)
     if not callable(fn):
         raise UsageError(f"graph {ref!r}: {file} defines no function {name!r}")
-    return GraphSpec(name, fn)
+    try:
+        inspect.signature(fn).bind(None, None)
+        takes_ops_and_settings = True
+    except (TypeError, ValueError):
+        takes_ops_and_settings = False
+    if not inspect.iscoroutinefunction(fn) or not takes_ops_and_settings:
+        raise UsageError(f"graph {ref!r}: {name} must be async def {name}(ops, settings)")
+    return GraphSpec(graph_name(name, ref), fn)
 
 
 def resolve(graph: str) -> GraphSpec:

@@ -97,7 +97,10 @@ def load_prompt(name: str, directory: str | os.PathLike[str] | None = None) -> P
             return cached[1]  # unchanged since we read it: one stat instead of open + read + hash
         if path.is_file():
             data = path.read_bytes()
-            text = data.decode("utf-8")
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PromptError(f"prompt file {path} is not UTF-8: {exc}") from None
             if text.endswith("\r\n"):
                 text = text[:-2]
             elif text.endswith("\n"):
@@ -108,3 +111,10 @@ def load_prompt(name: str, directory: str | os.PathLike[str] | None = None) -> P
             return prompt
     raise PromptError(f"prompt {stem!r} not found; looked for {stem}.txt in "
                       + ", ".join(str(d) for d in searched))
+
+
+def check_prompts() -> None:
+    """Load every prompt the package ships, as overridden: PromptError now, for a bad override folder
+    or file, rather than mid-run."""
+    for path in sorted(DEFAULT_DIR.glob("*.txt")):
+        load_prompt(path.stem)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from engine.errors import UsageError
 from engine.pricing import env_price
+from stages.prompts import check_prompts
 from engine.loop import run
 from stagewise.outcome import exit_status, summary_line
 
@@ -96,7 +99,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-base", default=os.environ.get("STAGEWISE_API_BASE"),
                    help="base URL of the provider or server, e.g. http://127.0.0.1:8000/v1 (default: env "
                         "STAGEWISE_API_BASE, else the provider's own endpoint)")
-    p.add_argument("--judge-api-base", default=None, help="base URL for the judge model (default: --api-base for a judge on the generator's "
+    p.add_argument("--judge-api-base", default=None,
+                   help="base URL for the judge model (default: --api-base for a judge on the generator's "
                         "provider, else that provider's own endpoint)")
     p.add_argument("--fallback-model", action="append", default=None, metavar="MODEL",
                    help="a model that answers the calls --model cannot (after its retries, or at once on an error "
@@ -107,7 +111,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "(default: each provider's own endpoint)")
     p.add_argument("--mode", choices=("full", "staged"), default="staged",
                    help="full: the 4-tag prompt in one call; staged: one call per stage")
-    p.add_argument("--n", type=int, default=4, help="candidates per step for search graphs")
+    p.add_argument("--n", type=int, default=4, help="candidates per step for search graphs (1 to 128)")
     p.add_argument("--selection", choices=("bracket", "knockout"), default=None,
                    help="how a judge picks 1 of N: bracket = N-1 verdicts in log2 N concurrent rounds; knockout = "
                         "the reference's sequential random knockout (default: bracket; knockout with --faithful)")
@@ -228,6 +232,11 @@ def _check_common(args: argparse.Namespace) -> None:
         if getattr(args, "ray", None) is None and "," in (getattr(args, name) or ""):
             raise UsageError(f"--{name.replace('_', '-')}: several comma-separated URLs are spread across "
                              "actors only with --ray; give one URL")
+    for name, values in (("api-base", [args.api_base]), ("judge-api-base", [args.judge_api_base]),
+                         ("fallback-api-base", getattr(args, "fallback_api_base", None) or [])):
+        for url in (u.strip() for value in values if value for u in value.split(",") if u.strip()):
+            _check_url(f"--{name}", url)
+    check_sampling(args)
     if not args.items.is_file() or not os.access(args.items, os.R_OK):
         raise UsageError(f"cannot read input file {args.items}")
     for name in ("n", "concurrency", "max_tokens", "max_sentences", "max_image_side"):
@@ -244,11 +253,41 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
     try:  # read at each call's cost: a bad one would fail every call after it was paid for
         env_price()
+        check_prompts()  # STAGEWISE_PROMPTS: read when a graph is built, after the run folder is
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for name in ("backoff", "max_retry_after"):
         if not getattr(args, name) >= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 or more seconds, not {getattr(args, name):g}")
+
+
+MAX_N = 128  # candidates per step: more is a typo, and would hold n replies per step in memory
+MAX_SEED = 2 ** 32 - 1  # what every backend's sampler takes
+
+
+def _check_url(option: str, url: str) -> None:
+    """An http(s) URL with a host and a valid port, or a usage error (it would fail every call)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {url!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{option}: {url!r} is not an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1")
+
+
+def check_sampling(args: argparse.Namespace) -> None:
+    """Sampling options every provider refuses (or that break resuming, as NaN does) are usage errors."""
+    for name in ("temperature", "judge_temperature"):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be a number 0 or more, not {value:g}")
+    if not 0 < args.top_p <= 1:  # `not` also refuses nan
+        raise UsageError(f"--top-p must be more than 0 and at most 1, not {args.top_p:g}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be 0 to {MAX_SEED}, not {args.seed}")
+    if args.n > MAX_N:
+        raise UsageError(f"--n must be at most {MAX_N}, not {args.n}")
 
 
 def _cluster(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:

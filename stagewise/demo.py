@@ -57,13 +57,14 @@ def compare_args(items: Path, out: Path, model: str, *, n: int, seed: int, max_t
     """What `stagewise compare` parses for this run: its own defaults (so a new option needs no change
     here) with the demo's choices and `options` (more compare flags: judge order, temperatures);
     stagewise.jobs reads these."""
-    from stagewise.cli import build_parser
+    from stagewise.cli import build_parser, check_sampling
 
     argv = ["compare", str(items), "--out", str(out), "--model", model, "--graphs", graphs, "--n", str(n),
             "--seed", str(seed), "--max-tokens", str(max_tokens), "--timeout", "600", "--max-retries", "1",
             "--mode", "full"]  # full: the hf backend continues the chosen prefix, as the model was trained
     args = build_parser().parse_args(argv + list(options) + ([] if progress else ["--no-progress"]))
     args.api_base = args.judge_api_base = None  # in-process: no server, whatever the environment says
+    check_sampling(args)
     return args
 
 
@@ -115,12 +116,12 @@ def run_demo(out: Path, *, items: int = DEFAULT_ITEMS, seed: int = DEFAULT_SEED,
     from stagewise.jobs import resolve_graphs
 
     t0 = time.time()
-    resolve_graphs(graphs)  # an unknown or repeated graph is bad usage before anything is written
+    resolve_graphs(graphs)  # an unknown or repeated graph, or bad sampling, is bad usage before anything is written
+    args = compare_args(out / "ITEMS.jsonl", out, f"hf:{model_dir}", n=n, seed=seed, max_tokens=max_tokens,
+                        graphs=graphs, progress=progress, options=options)
     check_out(out, items, seed)
     out.mkdir(parents=True, exist_ok=True)
     items_path = write_items(out, items, seed)
-    args = compare_args(items_path, out, f"hf:{model_dir}", n=n, seed=seed, max_tokens=max_tokens,
-                        graphs=graphs, progress=progress, options=options)
     report = run(run_compare(args))
     names = [g.strip() for g in graphs.split(",") if g.strip()]
     by_type = score_runs(out, items_path)

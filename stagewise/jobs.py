@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -125,7 +126,20 @@ def _cache(args: argparse.Namespace, default: Path) -> Cache | None:
     if args.no_cache:
         return None
     default.parent.mkdir(parents=True, exist_ok=True)
-    return Cache(args.cache or default)
+    path = args.cache or default
+    try:
+        return Cache(path)
+    except sqlite3.Error as exc:  # a folder, an unwritable place, a file that is not SQLite
+        raise UsageError(f"--cache {path}: cannot use it as a cache ({exc})") from None
+
+
+def _local_cache(args: argparse.Namespace, default: Path) -> Cache | None:
+    """This process's cache; on Ray none (each actor opens the file), but the file is checked here."""
+    cache = _cache(args, default)
+    if cache is not None and _on_ray(args):
+        cache.close()
+        return None
+    return cache
 
 
 def _on_ray(args: argparse.Namespace) -> bool:
@@ -148,8 +162,8 @@ async def run_generate(args: argparse.Namespace) -> dict[str, Any]:
     job = Job(args, resolve(args.graph))
     with locked_folder(args.out):
         run_options.check(args.out, job.options)
+        cache = _local_cache(args, args.out / "cache.sqlite")
         run_options.record(args.out, job.options)
-        cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
         try:
             return await _run_job(job, args.out, cache, args.out / "cache.sqlite")
         finally:
@@ -161,6 +175,8 @@ def resolve_graphs(graphs: str) -> list[GraphSpec]:
     """--graphs's graphs, each once: UsageError for an unknown one or a name given twice (each graph
     writes DIR/<name>/)."""
     specs = [resolve(g.strip()) for g in graphs.split(",") if g.strip()]
+    if not specs:
+        raise UsageError(f"--graphs {graphs!r} names no graph: give one or more, comma-separated")
     names = [spec.name for spec in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -178,9 +194,9 @@ async def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     with locked_folder(args.out):  # DIR, and so every DIR/<graph>/ in it
         for job in jobs:  # every graph's folder checked before any is written
             run_options.check(args.out / job.spec.name, job.options)
+        cache = _local_cache(args, args.out / "cache.sqlite")
         for job in jobs:
             run_options.record(args.out / job.spec.name, job.options)
-        cache = None if _on_ray(args) else _cache(args, args.out / "cache.sqlite")
         summaries = {}
         try:
             for job in jobs:

@@ -189,3 +189,56 @@ def test_the_judge_takes_api_base_only_on_the_generators_provider(tmp_path, judg
                                  "hosted_vllm/gen", "--api-base", "http://127.0.0.1:9/v1", "--judge-model", judge])
     job = Job(args, resolve("best_of_n"))
     assert job.judge_backend.url == base + "/chat/completions" and job.accounts[1] == account
+
+
+BAD_USAGE = [  # (command, extra args or files, environment, what the one line names)
+    ("generate", ["--temperature", "nan"], {}, "--temperature must be a number 0 or more"),
+    ("generate", ["--judge-temperature", "-1"], {}, "--judge-temperature must be"),
+    ("generate", ["--top-p", "1.5"], {}, "--top-p must be more than 0 and at most 1"),
+    ("generate", ["--seed", "99999999999999999999999"], {}, "--seed must be 0 to"),
+    ("generate", ["--graph", "best_of_n", "--n", "99999999999"], {}, "--n must be at most 128"),
+    ("generate", ["--api-base", "localhost:8000"], {}, "--api-base: 'localhost:8000' is not an http(s) URL"),
+    ("generate", ["--api-base", "http://127.0.0.1:99999/v1"], {}, "--api-base: 'http://127.0.0.1:99999/v1' is not a URL"),
+    ("generate", ["--fallback-model", "hosted_vllm/b", "--fallback-api-base", "ftp://x"], {}, "--fallback-api-base"),
+    ("compare", ["--graphs", ","], {}, "names no graph"),
+    ("generate", ["--graph", "{dir}/steps.toml"], {}, "step 1 is 1, not a [[steps]] table"),
+    ("generate", ["--graph", "{dir}/typo.toml"], {}, "unknown keys nn"),
+    ("generate", ["--graph", "{dir}/huge.toml"], {}, "it must be an integer from 1 to 128"),
+    ("compare", ["--graphs", "chain,{dir}/escape.toml"], {}, "name '../escaped' must be letters"),
+    ("generate", ["--graph", "{dir}/models.toml"], {}, "[models] takes generator and judge"),
+    ("generate", ["--graph", "{dir}/g.py:plain"], {}, "plain must be async def plain(ops, settings)"),
+    ("generate", [], {"STAGEWISE_PROMPTS": "/nonexistent"}, "STAGEWISE_PROMPTS '/nonexistent' is not a folder"),
+    ("generate", [], {"STAGEWISE_PRICE_PER_MTOK": "nan,1"}, "STAGEWISE_PRICE_PER_MTOK='nan,1'"),
+    ("generate", ["--cache", "{dir}"], {}, "cannot use it as a cache"),
+]
+
+
+@pytest.mark.parametrize(("command", "extra", "env", "named"), BAD_USAGE)
+def test_bad_usage_is_one_line_before_any_row(tmp_path, command, extra, env, named):
+    """Each was accepted and failed later (a traceback, NaN in options.json, rows of errors, a graph
+    folder outside --out, a run that never ended): now exit 2, one line, no row written."""
+    items = write_items(tmp_path / "items.jsonl", [{"id": "a", "question": "q"}])
+    (tmp_path / "steps.toml").write_text("steps = [1, 2]\n")
+    (tmp_path / "typo.toml").write_text('[[steps]]\nstage = "summary"\nnn = 4\n')
+    (tmp_path / "huge.toml").write_text('[[steps]]\nstage = "full"\nn = 99999999999\n')
+    (tmp_path / "escape.toml").write_text('name = "../escaped"\n[[steps]]\nstage = "full"\n')
+    (tmp_path / "models.toml").write_text('models = "x"\n[[steps]]\nstage = "full"\n')
+    (tmp_path / "g.py").write_text("def plain(ops, settings):\n    return ''\n")
+    out = tmp_path / "run"
+    proc = stagewise(command, items, "--out", out, "--model", "hosted_vllm/fake", "--api-base",
+                     "http://127.0.0.1:9/v1", "--no-progress", *[a.format(dir=tmp_path) for a in extra], env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and named in lines[0], proc.stderr
+    assert not list(tmp_path.rglob("results.jsonl")) and not list(tmp_path.rglob("options.json"))
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_export_never_replaces_a_file_of_the_run(tmp_path, fake_server):
+    items = write_items(tmp_path / "items.jsonl", [{"id": "a", "question": "q"}])
+    out = tmp_path / "run"
+    stagewise("generate", items, "--out", out, "--model", "hosted_vllm/fake", "--api-base", fake_server.api_base,
+              "--no-progress", check=True)
+    before = (out / "results.jsonl").read_bytes()
+    proc = stagewise("export", out, "--format", "llava-cot", "--out", out / "results.jsonl")
+    assert proc.returncode == 2 and "one of the run's own files" in proc.stderr, proc.stderr
+    assert (out / "results.jsonl").read_bytes() == before

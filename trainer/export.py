@@ -5,6 +5,7 @@ are written relative to the output file's folder, which is where `read_llava_cot
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -23,6 +24,10 @@ def to_llava_cot(ex: Example, base: Path) -> dict:
     return {"id": ex.id, "image": image, "conversations": convs}
 
 
+RUN_FILES = ("results.jsonl", "traces.jsonl", "retried.jsonl", "summary.json", "options.json", "cache.sqlite",
+             "ITEMS.jsonl")  # what a run folder holds: an export must never replace one
+
+
 def export(results, out, image_root=None) -> Counts:
     """results.jsonl (or a run DIR) -> `out` (.jsonl, or a JSON array when it ends in .json)."""
     results, out = Path(results), Path(out)
@@ -30,6 +35,8 @@ def export(results, out, image_root=None) -> Counts:
         results = results / "results.jsonl"
     if out.is_dir():  # checked before anything is written: no stray out.tmp
         raise IsADirectoryError(f"{out} is a folder; the output is a file (.jsonl, or .json for an array)")
+    if out.resolve() in {(results.parent / name).resolve() for name in RUN_FILES}:
+        raise FileExistsError(errno.EEXIST, "is one of the run's own files: give --out another name", str(out))
     examples, counts = read_results(results, image_root=image_root)
     out.parent.mkdir(parents=True, exist_ok=True)
     base = out.parent.resolve()
