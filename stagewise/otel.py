@@ -10,6 +10,7 @@ span events. Needs the `otel` extra: pip install 'stagewise[otel]'.
 from __future__ import annotations
 
 import argparse
+import math
 import socket
 import sys
 from collections import defaultdict
@@ -134,15 +135,28 @@ def to_spans(events: list[dict[str, Any]], resource: Any) -> list[Any]:
     return spans
 
 
-def _check_reachable(endpoint: str, timeout_s: float) -> None:
-    parts = urlsplit(endpoint)
+def _check_options(endpoint: str, timeout_s: float) -> tuple[str, tuple[str, int]]:
+    """The endpoint (with /v1/traces where it has no path) and its address; UsageError before anything
+    is read or sent (urlsplit raises ValueError for a bad bracket or port, and a timeout of 0, nan or inf
+    makes the connection non-blocking or fails deep in the exporter)."""
+    if not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise UsageError(f"--timeout must be a finite number of seconds more than 0, not {timeout_s:g}")
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port if parts.port is not None else 443 if parts.scheme == "https" else 80
+    except ValueError as exc:
+        raise UsageError(f"--endpoint {endpoint!r} is not a valid URL ({exc}), e.g. {DEFAULT_ENDPOINT}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"--endpoint {endpoint!r} is not an http(s) URL, e.g. {DEFAULT_ENDPOINT}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return (endpoint if parts.path.strip("/") else endpoint.rstrip("/") + "/v1/traces"), (parts.hostname, port)
+
+
+def _check_reachable(endpoint: str, address: tuple[str, int], timeout_s: float) -> None:
     try:
-        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
-    except OSError as exc:
-        raise UsageError(f"cannot reach the OTLP endpoint {endpoint}: {exc.strerror or exc}") from None
+        socket.create_connection(address, timeout=timeout_s).close()
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a host name IDNA cannot encode (a..b)
+        reason = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"cannot reach the OTLP endpoint {endpoint}: {reason}") from None
 
 
 def _batches(spans: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -164,10 +178,9 @@ def export(folder: Path, endpoint: str, *, timeout_s: float = 10.0, service: str
         from opentelemetry.sdk.trace.export import SpanExportResult
     except ImportError:
         raise UsageError("export-otel needs OpenTelemetry: pip install 'stagewise[otel]'") from None
+    endpoint, address = _check_options(endpoint, timeout_s)
     files = trace_files(folder)
-    if not urlsplit(endpoint).path.strip("/"):
-        endpoint = endpoint.rstrip("/") + "/v1/traces"
-    _check_reachable(endpoint, timeout_s)
+    _check_reachable(endpoint, address, timeout_s)
     exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout_s)
     counts = {"traces": 0, "spans": 0}
     try:

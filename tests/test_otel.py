@@ -102,3 +102,16 @@ def test_clear_errors_for_no_traces_and_no_endpoint(tmp_path):
     (run / "traces.jsonl").write_text("")
     proc = stagewise("export-otel", run, "--endpoint", "http://127.0.0.1:9/v1/traces", "--timeout", "2")
     assert proc.returncode == 2 and "cannot reach the OTLP endpoint http://127.0.0.1:9/v1/traces" in proc.stderr
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--endpoint", "http://[::1"), ("--endpoint", "http://127.0.0.1:99999"), ("--endpoint", "http://127.0.0.1:abc"),
+    ("--timeout", "-1"), ("--timeout", "0"), ("--timeout", "nan"), ("--timeout", "inf")])
+def test_a_bad_endpoint_or_timeout_is_one_usage_line(tmp_path, option, value):
+    """Refused up front (they were ValueError/OverflowError tracebacks from urlsplit, the socket or the
+    exporter), naming the option."""
+    (tmp_path / "traces.jsonl").write_text("")
+    proc = stagewise("export-otel", tmp_path, f"{option}={value}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("stagewise: error: "), proc.stderr
+    assert option in lines[0]

@@ -408,3 +408,24 @@ def test_a_malformed_row_costs_its_cells_not_the_view(tmp_path):
         assert server.json("/api/item", id="q001")["graphs"][0]["row"] == rows[1]
     finally:
         server.stop()
+
+
+
+@pytest.mark.parametrize("args, named", [
+    (("DIR", "--port", "-1"), "--port"), (("DIR", "--port", "99999"), "--port"), (("DIR", "--host", ""), "--host"),
+    (("DIR", "--port", "BUSY"), "--host or --port"), (("FILE", "--port", "0"), "is a file, not a run folder")])
+def test_bad_view_usage_is_one_line_and_writes_no_index(tmp_path, args, named):
+    """Refused before the index is written: a port out of range, an empty host (every interface), an
+    address in use, a file for DIR; one `stagewise: error:` line, no traceback."""
+    import socket
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text(_jsonl([_row("chain", 0, None)]))
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        put = {"DIR": run, "FILE": run / "results.jsonl", "BUSY": busy.getsockname()[1]}
+        proc = stagewise("view", *(put.get(a, a) for a in args), "--no-browser", timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("stagewise: error: "), proc.stderr
+    assert named in lines[0] and proc.stdout == ""
+    assert sorted(p.name for p in run.iterdir()) == ["results.jsonl"]  # no .view-index.sqlite

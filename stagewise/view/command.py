@@ -13,10 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+from engine.errors import UsageError
 
-def _fail(message: str) -> int:
-    print(f"stagewise view: error: {message}", file=sys.stderr)
-    return 2
+
+def _check_address(host: str, port: int) -> None:
+    """Refused before anything is written: an empty host would listen on every interface, and a port out
+    of range only fails at bind, after the index is built."""
+    if not host.strip():
+        raise UsageError("--host is empty: pass an address to listen on, e.g. 127.0.0.1 (0.0.0.0: every interface)")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be 0..65535 (0: any free port), not {port}")
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -25,29 +31,34 @@ def handler(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from stagewise.view.folder import NotARun, open_folder
+    from stagewise.view.folder import RESULTS, NotARun, open_folder
     from stagewise.view.index import INDEX_NAME, open_index
     from stagewise.view.server import make_app
 
+    _check_address(args.host, args.port)
+    if Path(args.dir).expanduser().is_file():
+        raise UsageError(f"{args.dir} is a file, not a run folder: pass the folder that holds {RESULTS}")
     try:
         folder = open_folder(Path(args.dir))
     except NotARun as exc:
-        return _fail(str(exc))
+        raise UsageError(str(exc)) from None
+    shown_host = f"[{args.host}]" if ":" in args.host else args.host
+    try:  # before the index, so an address that cannot be had writes nothing
+        sock = socket.create_server((args.host, args.port))
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(f"cannot listen on {shown_host}:{args.port} ({getattr(exc, 'strerror', None) or exc}); "
+                         "pass another --host or --port") from None
     t0 = time.time()
     try:
         index = open_index(folder)
     except OSError as exc:
-        return _fail(f"cannot write the index {folder.root / INDEX_NAME}: {exc.strerror or exc}")
+        sock.close()
+        raise UsageError(f"cannot write the index {folder.root / INDEX_NAME}: {exc.strerror or exc}") from None
     counts = index.overview()["graphs"]
     print(f"stagewise view: {sum(g['items'] for g in counts.values())} items in {len(counts)} graph(s) "
           f"({', '.join(counts)}), indexed in {time.time() - t0:.1f} s ({folder.root / INDEX_NAME})",
           file=sys.stderr, flush=True)
-    try:
-        sock = socket.create_server((args.host, args.port))
-    except OSError as exc:
-        return _fail(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); pass another --port")
     port = sock.getsockname()[1]
-    shown_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else shown_host}:{port}/"
     print(f"stagewise view: {url}  (Ctrl-C stops)", flush=True)
     if not args.no_browser:
