@@ -323,3 +323,39 @@ def test_a_time_stop_with_save_every_leaves_a_checkpoint_to_resume(bases, run_di
     resumed = train(cfg(run_dir, bases["llava"], tmp_path / "b", max_steps=3, batch_size=8, resume=str(ckpt))).run
     assert resumed["stopped_by"] == "steps" and resumed["steps"] == 3
     assert resumed["losses"][:1] == stopped["losses"]
+
+
+@pytest.mark.parametrize("argv, option", [
+    ("train {run} --base {base} --out {out} --lr nan", "--lr"),
+    ("train {run} --base {base} --out {out} --lr inf", "--lr"),
+    ("train {run} --base {base} --out {out} --lr -1", "--lr"),
+    ("train {run} --base {base} --out {out} --lora --lora-r 0", "--lora-r"),
+    ("train {run} --base {base} --out {out} --workers -1", "--workers"),
+    ("train {run} --base {base} --out {out} --seed 4294967296", "--seed"),
+    ("train {run} --base {base} --out {out} --max-minutes nan", "--max-minutes"),
+    ("train {run} --base {base} --out {out} --lr-decay nan", "--lr-decay"),
+    ("train {run} --base {base} --out {out} --batch-size 99999999999999999999999", "--batch-size"),
+    ("train {run} --base {bad_json} --out {out}", "--base"),
+    ("train {run} --base {base} --out {out}", "--base"),  # a llava config alone: no processor files
+    ("train {run} --base {base} --out {file}", "--out"),
+    ("train {run} --base {base} --out /proc/stagewise-test", "--out"),
+    ("train {run} --base {base} --out {base}", "--out"),
+    ("tiny-model {file} --arch llava", "DIR"),
+    ("tiny-model /proc/stagewise-test --arch llava", "DIR"),
+    ("tiny-model {out} --arch llava --seed 99999999999999999999999", "--seed"),
+])
+def test_bad_train_and_tiny_model_usage_is_one_line_and_writes_nothing(run_dir, tmp_path, argv, option):
+    """Found by fuzzing: each was a traceback (or a silently accepted value, or a base overwritten)."""
+    from conftest import stagewise
+
+    paths = {"run": run_dir, "base": tmp_path / "base", "bad_json": tmp_path / "bad", "file": tmp_path / "file",
+             "out": tmp_path / "out"}
+    for name, text in (("base", '{"model_type": "llava"}'), ("bad_json", "{not json")):
+        paths[name].mkdir()
+        (paths[name] / "config.json").write_text(text)
+    paths["file"].write_text("")
+    r = stagewise(*argv.format(**paths).split(), env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and option in r.stderr and "Traceback" not in r.stderr
+    assert not paths["out"].exists() and sorted(os.listdir(paths["base"])) == ["config.json"]
+    assert sorted(os.listdir(tmp_path)) == ["bad", "base", "file"]  # no probe left behind either

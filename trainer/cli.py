@@ -43,8 +43,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_tiny_model(args) -> int:
+    from pathlib import Path
+
+    from trainer.config import UsageError, check_out, check_seed
+
     if args.arch not in ARCHS:
         return _usage("tiny-model", f"--arch must be one of {', '.join(ARCHS)}, not {args.arch!r}")
+    try:
+        check_seed(args.seed)
+        check_out("DIR", args.dir)
+        Path(args.dir).mkdir(parents=True, exist_ok=True)  # fails here, not after the build
+    except UsageError as e:
+        return _usage("tiny-model", str(e))
+    except OSError as e:
+        return _usage("tiny-model", f"DIR {args.dir}: cannot be created ({e.strerror or e})")
     from trainer.tiny import build
 
     print(f"wrote a tiny {args.arch} model to {build(args.dir, args.arch, seed=args.seed)}")

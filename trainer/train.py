@@ -49,6 +49,11 @@ def base_id(base) -> str:
     return f"{config.get('model_type')} {digest}"
 
 
+def first_line(e: Exception) -> str:
+    """A library error's gist for a one-line usage error (transformers' run on with hub advice)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0].split(". If you were trying")[0]
+
+
 def lm_loss(logits, labels):
     """Mean next-token cross-entropy over supervised tokens; 0 (not NaN) when there are none."""
     logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
@@ -94,7 +99,7 @@ def train(cfg: TrainConfig) -> Result:
     check(cfg)
     try:
         arch = arch_of(cfg.base)
-    except ValueError as e:
+    except (OSError, ValueError) as e:
         raise UsageError(str(e)) from None
 
     # -- processes, precision -------------------------------------------------------------------
@@ -121,7 +126,10 @@ def train(cfg: TrainConfig) -> Result:
         raise UsageError(f"{cfg.data}: no usable rows ({counts.as_dict()})")
     dataset = datalib.Dialogs(examples)
     lengths = [dialog_length(ex) for ex in examples] if cfg.group_by_length else None
-    processor = AutoProcessor.from_pretrained(cfg.base)
+    try:  # a base without processor files, or (below) without weights, is bad usage, not a crash
+        processor = AutoProcessor.from_pretrained(cfg.base)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--base {cfg.base}: cannot load its processor ({first_line(e)})") from None
     collator = Collator(processor, cfg.max_length)
     bs = cfg.batch_size
     ga = cfg.grad_accum or max(1, cfg.global_batch // (bs * world))
@@ -145,7 +153,13 @@ def train(cfg: TrainConfig) -> Result:
     # -- model --------------------------------------------------------------------------------------
     # fp32 master weights; Accelerate's bf16 autocast does the math (pure bf16 weights would round
     # away most 1e-5 updates).
-    model = AutoModelForImageTextToText.from_pretrained(cfg.base, dtype=torch.float32)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(cfg.base, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--base {cfg.base}: cannot load its weights ({first_line(e)})") from None
+    width = model.config.get_text_config().hidden_size
+    if cfg.lora and cfg.lora_r > width:  # a rank past the layers' width adds nothing but memory
+        raise UsageError(f"--lora-r must be from 1 to {width} (this model's hidden size), not {cfg.lora_r}")
     if cfg.freeze_vision:
         model.get_submodule(arch.vision).requires_grad_(False)
     if cfg.grad_checkpointing:
