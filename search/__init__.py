@@ -23,6 +23,8 @@ def build_graph(spec: GraphSpec | str, settings: Settings, roles: Roles) -> Grap
     async def solve(item: Item, image_url: str | None) -> dict[str, Any]:
         ops = Ops(item, image_url, settings, roles, prompts)
         text = await spec.fn(ops, settings)
+        if not isinstance(text, str):  # a user graph that forgot its `return text`
+            raise TypeError(f"graph {spec.name} returned {type(text).__name__}, not the answer's text")
         parsed = parse_stages(text)
         return result_fields(item, parsed.stages, ops.repairs.get(text, []) + parsed.repairs)
 

@@ -99,3 +99,15 @@ def test_compare_writes_the_three_reports(tmp_path, fake_server):
         assert png.size[0] > 0
     for g in stats:
         assert len(read_jsonl(out / g / "results.jsonl")) == 4
+
+
+def test_a_python_graph_that_returns_no_text_is_an_error_row(tmp_path, fake_server):
+    """It was an ok row with an empty answer: a graph that forgot `return text` looked like a model
+    that said nothing."""
+    (tmp_path / "g.py").write_text("async def silent(ops, settings):\n    await ops.generate('', 'full', 1)\n")
+    out = tmp_path / "run"
+    proc = stagewise("generate", _items(tmp_path), "--out", out, "--graph", f"{tmp_path}/g.py:silent", "--model",
+                     "hosted_vllm/fake", "--api-base", fake_server.api_base, "--no-progress")
+    rows = read_jsonl(out / "results.jsonl")
+    assert proc.returncode == 3 and rows and all(r["status"] == "error" for r in rows)
+    assert all("graph silent returned NoneType, not the answer's text" in r["error"] for r in rows)
