@@ -65,9 +65,10 @@ def stagewise(*args: str, env: dict | None = None, check: bool = False, **kw) ->
     return proc
 
 
-def start_stagewise(*args: object) -> subprocess.Popen:
+def start_stagewise(*args: object, env: dict | None = None) -> subprocess.Popen:
     """`stagewise ARGS` in the background, as a user's shell would run it (stderr kept for the test)."""
     return subprocess.Popen([sys.executable, "-m", "stagewise", *map(str, args)], cwd=ROOT,
+                            env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -217,19 +217,27 @@ def test_rpm_holds_for_all_actors_together(cluster, tmp_path, fake_server_factor
 
 
 def test_several_api_bases_are_spread_across_the_actors(cluster, tmp_path, fake_server_factory):
-    """Two actors (two batches in flight each, so both get work), two generator servers and two judge
-    servers: each actor takes its own of each, and every judge call reaches a judge server. The
-    cluster runs in the test's environment: the command's own reaches its actors."""
-    gen = [fake_server_factory(latency_ms=30) for _ in range(2)]
-    judge = [fake_server_factory(latency_ms=30) for _ in range(2)]
+    """Two actors, two generator servers and two judge servers: each actor takes its own of each, and
+    every judge call reaches a judge server. Each actor holds at most two single-item batches, and every
+    item's first summary call waits at its server until both servers hold one: so both actors have
+    work, however fast the first one starts. The cluster runs in the test's environment: the
+    command's own reaches its actors."""
+    gen = [fake_server_factory() for _ in range(2)]
+    judge = [fake_server_factory() for _ in range(2)]
+    items = write_items(tmp_path / "items.jsonl", [{"id": f"q{i}", "question": f"Which? ({i}) [[slow:summary]]",
+                                                    "choices": ["A", "B"]} for i in range(8)])
     out = tmp_path / "out"
-    proc = stagewise("generate", _items(tmp_path, 8), "--out", out, "--model", "hosted_vllm/fake",
-                     "--api-base", ",".join(s.api_base for s in gen),
-                     "--judge-api-base", ",".join(s.api_base for s in judge),
-                     "--graph", "stage_beam", "--n", "2", "--no-progress", "--no-cache", "--items-in-flight", "1",
-                     "--trace-prompts", "--ray", cluster, "--ray-actors", "2", "--ray-batch-size", "1",
-                     env={"STAGEWISE_PRICE_PER_MTOK": "1000,2000"})  # 2 batches an actor
-    assert proc.returncode == 0, proc.stderr
+    proc = start_stagewise("generate", items, "--out", out, "--model", "hosted_vllm/fake",
+                           "--api-base", ",".join(s.api_base for s in gen),
+                           "--judge-api-base", ",".join(s.api_base for s in judge),
+                           "--graph", "stage_beam", "--n", "2", "--no-progress", "--no-cache",
+                           "--items-in-flight", "1", "--trace-prompts", "--ray", cluster, "--ray-actors", "2",
+                           "--ray-batch-size", "1", env={"STAGEWISE_PRICE_PER_MTOK": "1000,2000"})
+    wait_for(lambda: all(s.get("/stats").get("slow_waiting") for s in gen), "a stalled item at each server", 180)
+    for s in gen:
+        s.get("/release")
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr
     sent = [s.get("/stats").get("requests", 0) for s in gen + judge]
     assert all(sent), f"every server got requests: {sent}"
     calls = [t for t in read_jsonl(out / "traces.jsonl") if t["event"] == "llm.call"]
