@@ -70,7 +70,7 @@ def _from_steps(steps: list[Step]) -> GraphFn:
     return run
 
 
-MAX_N = 128  # candidates per step, as the command line allows
+MAX_N = 128  # candidates per step (and --n): more is a typo, and would hold n replies per step in memory
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a graph's name is its folder under a compare's DIR
 
 

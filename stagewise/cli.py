@@ -261,7 +261,6 @@ def _check_common(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 or more seconds, not {getattr(args, name):g}")
 
 
-MAX_N = 128  # candidates per step: more is a typo, and would hold n replies per step in memory
 MAX_SEED = 2 ** 32 - 1  # what every backend's sampler takes
 
 
@@ -286,6 +285,8 @@ def check_sampling(args: argparse.Namespace) -> None:
         raise UsageError(f"--top-p must be more than 0 and at most 1, not {args.top_p:g}")
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be 0 to {MAX_SEED}, not {args.seed}")
+    from search.spec import MAX_N  # one cap for --n and a TOML step's n
+
     if args.n > MAX_N:
         raise UsageError(f"--n must be at most {MAX_N}, not {args.n}")
 
